@@ -1,1 +1,1 @@
-"""compliance/store package."""
+"""The policy database: schema, migrations, catalog files, the policy store and routing log."""

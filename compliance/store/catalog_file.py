@@ -1,0 +1,263 @@
+"""Read a catalog file (regions and tenants, YAML) with precise, located validation errors.
+
+Format: see `regions/data/demo-catalog.yaml`. API keys appear in plaintext in the file and are
+hashed (`hash_api_key`) on the way in; only hashes reach the Tenant values.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
+
+from compliance.model import TENANT_FLAGS, TENANT_OPT_INS, Tenant, TransferOptIn
+from compliance.snapshot import hash_api_key
+from regions.catalog import KNOWN_ATTESTATIONS, Region, RegionStatus
+from regions.geo import is_country_code
+
+REGION_ID = re.compile(r"[a-z0-9-]{1,63}")
+
+
+class CatalogError(ValueError):
+    """A catalog that cannot be read; the message names the item, the field and the problem."""
+
+
+def _problem(message: str, **context: Any) -> PydanticCustomError:
+    return PydanticCustomError("catalog", message, context)
+
+
+def _string(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise _problem("must be a non-empty string")
+    return value
+
+
+def _country(value: Any) -> str:
+    if isinstance(value, bool):
+        raise _problem(
+            "expected a country code, got {value} (YAML reads NO as false: quote it)",
+            value=str(value).lower(),
+        )
+    code = _string(value)
+    if not is_country_code(code):
+        hint = f" (upper case: {code.upper()!r})" if is_country_code(code.upper()) else ""
+        raise _problem("{code} is not an ISO 3166-1 alpha-2 country code" + hint, code=repr(code))
+    return code
+
+
+def _number(low: float, high: float) -> Any:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _problem("must be a number")
+        if not low <= value <= high:  # also rejects NaN
+            raise _problem(f"must be between {low:g} and {high:g}")
+        return float(value)
+
+    return check
+
+
+def _weight(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _problem("must be an integer")
+    if not 0 <= value <= 100:
+        raise _problem("must be between 0 and 100")
+    return value
+
+
+def _region_id(value: Any) -> str:
+    if not isinstance(value, str) or not REGION_ID.fullmatch(value):
+        raise _problem(
+            "{value} is not a region id (lowercase letters, digits and '-', 1-63 characters)",
+            value=repr(value),
+        )
+    return value
+
+
+def _base_url(value: Any) -> str:
+    url = _string(value)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise _problem("{url} is not an http(s) URL with a host", url=repr(url))
+    return url
+
+
+def _one_of(known: frozenset[str], what: str) -> Any:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or value not in known:
+            raise _problem(
+                "{value} is not a known " + what + " (known: " + ", ".join(sorted(known)) + ")",
+                value=repr(value),
+            )
+        return value
+
+    return check
+
+
+Country = Annotated[str, BeforeValidator(_country)]
+NonEmpty = Annotated[str, BeforeValidator(_string)]
+RegionId = Annotated[str, BeforeValidator(_region_id)]
+
+
+class _RegionSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: RegionId
+    name: NonEmpty
+    country: Country
+    latitude: Annotated[float, BeforeValidator(_number(-90, 90))]
+    longitude: Annotated[float, BeforeValidator(_number(-180, 180))]
+    base_url: Annotated[str, BeforeValidator(_base_url)]
+    models: list[NonEmpty] = Field(default_factory=list)
+    attestations: list[
+        Annotated[str, BeforeValidator(_one_of(KNOWN_ATTESTATIONS, "attestation"))]
+    ] = Field(default_factory=list)
+    status: Annotated[
+        str, BeforeValidator(_one_of(frozenset(s.value for s in RegionStatus), "region status"))
+    ] = RegionStatus.ACTIVE.value
+    weight: Annotated[int, BeforeValidator(_weight)] = 100
+
+
+class _TransferOptInSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    regime_id: NonEmpty
+    country: Country
+    basis: NonEmpty
+
+
+class _TenantSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: NonEmpty
+    name: NonEmpty
+    home_jurisdiction: Country | None = None
+    flags: list[Annotated[str, BeforeValidator(_one_of(TENANT_FLAGS, "tenant flag"))]] = Field(
+        default_factory=list
+    )
+    opt_ins: list[Annotated[str, BeforeValidator(_one_of(TENANT_OPT_INS, "opt-in"))]] = Field(
+        default_factory=list
+    )
+    transfer_opt_ins: list[_TransferOptInSpec] = Field(default_factory=list)
+    allowed_regions: list[RegionId] | None = None
+    allowed_countries: list[Country] | None = None
+    denied_regions: list[RegionId] = Field(default_factory=list)
+    api_keys: list[NonEmpty] = Field(default_factory=list)
+
+
+class _CatalogSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    regions: list[_RegionSpec] = Field(default_factory=list)
+    tenants: list[_TenantSpec] = Field(default_factory=list)
+
+
+_PYDANTIC_MESSAGES = {
+    "extra_forbidden": "unknown field",
+    "missing": "required field is missing",
+    "list_type": "must be a list",
+    "model_type": "must be a mapping",
+}
+
+
+def _where(loc: Sequence[int | str]) -> str:
+    text = ""
+    for part in loc:
+        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
+    return text or "catalog"
+
+
+def _duplicates(spec: _CatalogSpec) -> list[str]:
+    problems: list[str] = []
+    region_ids = {r.id for r in spec.regions}
+    seen: set[str] = set()
+    for i, region in enumerate(spec.regions):
+        if region.id in seen:
+            problems.append(f"regions[{i}].id: duplicate region id {region.id!r}")
+        seen.add(region.id)
+    tenant_ids: set[str] = set()
+    key_owner: dict[str, str] = {}
+    for i, tenant in enumerate(spec.tenants):
+        if tenant.id in tenant_ids:
+            problems.append(f"tenants[{i}].id: duplicate tenant id {tenant.id!r}")
+        tenant_ids.add(tenant.id)
+        for field in ("allowed_regions", "denied_regions"):
+            for j, region_id in enumerate(getattr(tenant, field) or ()):
+                if region_id not in region_ids:
+                    problems.append(f"tenants[{i}].{field}[{j}]: unknown region {region_id!r}")
+        for j, key in enumerate(tenant.api_keys):
+            owner = key_owner.setdefault(key, tenant.id)
+            if owner != tenant.id or tenant.api_keys.index(key) != j:
+                problems.append(f"tenants[{i}].api_keys[{j}]: API key already used by {owner!r}")
+    return problems
+
+
+def _to_region(spec: _RegionSpec) -> Region:
+    return Region(
+        id=spec.id,
+        name=spec.name,
+        country=spec.country,
+        latitude=spec.latitude,
+        longitude=spec.longitude,
+        base_url=spec.base_url,
+        models=frozenset(spec.models),
+        attestations=frozenset(spec.attestations),
+        status=RegionStatus(spec.status),
+        weight=spec.weight,
+    )
+
+
+def _to_tenant(spec: _TenantSpec) -> Tenant:
+    def optional(values: list[str] | None) -> frozenset[str] | None:
+        return None if values is None else frozenset(values)
+
+    return Tenant(
+        id=spec.id,
+        name=spec.name,
+        home_jurisdiction=spec.home_jurisdiction,
+        flags=frozenset(spec.flags),
+        opt_ins=frozenset(spec.opt_ins),
+        transfer_opt_ins=tuple(
+            TransferOptIn(regime_id=t.regime_id, country=t.country, basis=t.basis)
+            for t in spec.transfer_opt_ins
+        ),
+        allowed_regions=optional(spec.allowed_regions),
+        allowed_countries=optional(spec.allowed_countries),
+        denied_regions=frozenset(spec.denied_regions),
+        api_key_hashes=frozenset(hash_api_key(k) for k in spec.api_keys),
+    )
+
+
+def parse_catalog(
+    document: Any, origin: str | None = None
+) -> tuple[tuple[Region, ...], tuple[Tenant, ...]]:
+    """Turn a parsed YAML document into (regions, tenants); CatalogError lists every problem."""
+    prefix = f"{origin}: " if origin else ""
+    try:
+        spec = _CatalogSpec.model_validate(document)
+    except ValidationError as exc:
+        problems = [
+            f"{_where(e['loc'])}: {_PYDANTIC_MESSAGES.get(e['type'], e['msg'])}"
+            for e in exc.errors()
+        ]
+        raise CatalogError(prefix + "; ".join(problems)) from None
+    problems = _duplicates(spec)
+    if problems:
+        raise CatalogError(prefix + "; ".join(problems))
+    return tuple(_to_region(r) for r in spec.regions), tuple(_to_tenant(t) for t in spec.tenants)
+
+
+def load_catalog(path: Path | None = None) -> tuple[tuple[Region, ...], tuple[Tenant, ...]]:
+    """Load a catalog file; without a path, the demo catalog shipped in `regions/data`."""
+    if path is None:
+        resource = resources.files("regions").joinpath("data", "demo-catalog.yaml")
+        text, origin = resource.read_text("utf-8"), "demo-catalog.yaml"
+    else:
+        text, origin = path.read_text("utf-8"), str(path)
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"{origin}: not valid YAML: {exc}") from None
+    return parse_catalog(document, origin)

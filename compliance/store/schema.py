@@ -1,0 +1,191 @@
+"""Tables of the policy database (SQLAlchemy Core). Migrations in `migrations/` must match."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Constraint names, so PostgreSQL and SQLite (and future migrations) agree on them."""
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware timestamp stored in UTC; SQLite's naive values come back as UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()}: timestamps must be tz-aware")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _json_nullable() -> JSON:
+    return JSON(none_as_null=True)
+
+
+policy_version = Table(
+    "policy_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", Integer, nullable=False),
+    Column("label", String(255), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+
+regimes = Table(
+    "regimes",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("countries", JSON, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False),
+    Column("position", Integer, nullable=False),
+)
+
+regime_rules = Table(
+    "regime_rules",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column(
+        "regime_id",
+        String(64),
+        ForeignKey("regimes.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("description", Text, nullable=False),
+    Column("data_classes", JSON, nullable=False),
+    Column("destinations", JSON, nullable=False),
+    Column("excluded_countries", JSON, nullable=False),
+    Column("tenant_flags", JSON, nullable=False),
+    Column("waived_by", String(64)),
+    Column("contractual_extension", Boolean, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("effective_from", Date),
+    Column("effective_to", Date),
+    Column("position", Integer, nullable=False),
+)
+
+data_classes = Table(
+    "data_classes",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("description", Text, nullable=False),
+)
+
+regions = Table(
+    "regions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("country", String(2), nullable=False),
+    Column("latitude", Float, nullable=False),
+    Column("longitude", Float, nullable=False),
+    Column("base_url", String(2048), nullable=False),
+    Column("models", JSON, nullable=False),
+    Column("attestations", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("weight", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+tenants = Table(
+    "tenants",
+    metadata,
+    Column("id", String(128), primary_key=True),
+    Column("name", String(255), nullable=False),
+    Column("home_jurisdiction", String(2)),
+    Column("flags", JSON, nullable=False),
+    Column("opt_ins", JSON, nullable=False),
+    Column("transfer_opt_ins", JSON, nullable=False),
+    Column("allowed_regions", _json_nullable()),
+    Column("allowed_countries", _json_nullable()),
+    Column("denied_regions", JSON, nullable=False),
+)
+
+tenant_api_keys = Table(
+    "tenant_api_keys",
+    metadata,
+    Column("key_hash", String(64), primary_key=True),
+    Column(
+        "tenant_id",
+        String(128),
+        ForeignKey("tenants.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("label", String(255), nullable=False),
+)
+
+routing_decisions = Table(
+    "routing_decisions",
+    metadata,
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("decision_id", String(40), nullable=False, unique=True),
+    Column("decided_at", UTCDateTime, nullable=False, index=True),
+    Column("tenant_id", String(128), index=True),
+    Column("client_ip_hmac", String(64)),
+    Column("client_country", String(16), index=True),
+    Column("subject_country", String(16), index=True),
+    Column("data_class", String(32)),
+    Column("model", String(255)),
+    Column("outcome", String(32), nullable=False, index=True),
+    Column("status_code", Integer, nullable=False),
+    Column("chosen_region", String(64), index=True),
+    Column("served_region", String(64)),
+    Column("policy_version", Integer),
+    Column("trace_id", String(32)),
+    Column("latency_ms", Float),
+    Column("attempts", JSON, nullable=False),
+    Column("jurisdictions", JSON, nullable=False),
+    Column("regimes", JSON, nullable=False),
+    Column("reasons", JSON, nullable=False),
+    Column("explanation", JSON, nullable=False),
+    Column("prev_hash", String(64)),
+    Column("record_hash", String(64)),
+)
+"""The routing audit log; `prev_hash`/`record_hash` are reserved for a hash chain."""

@@ -1,0 +1,125 @@
+"""The ASGI application: the pure-ASGI data path in front, FastAPI for everything else."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.asgi import ASGIApp, Receive, Scope, Send, openai_error
+from gateway.intake import RequestRejected, authenticate, new_request_id
+from gateway.proxy import INFERENCE_PATHS, InferenceProxy, UpstreamStreamBroken
+from gateway.routing.decide import decide
+from gateway.runtime import GatewayRuntime
+from regions.catalog import RegionStatus
+
+
+class ExplainRequest(BaseModel):
+    """Facts to explain a decision for; headers X-Data-Subject-Country / X-Data-Class also apply."""
+
+    model_config = ConfigDict(extra="forbid")
+    ip: str | None = Field(None, description="client address to locate; default: the caller's")
+    model: str | None = None
+
+
+class _DropBrokenStreams(logging.Filter):
+    """uvicorn logs an aborted stream as a crash; it is an upstream failure, already recorded."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], UpstreamStreamBroken))
+
+
+def _api(runtime: GatewayRuntime) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await runtime.start()
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    api = FastAPI(
+        title="Residency Gateway", lifespan=lifespan, default_response_class=ORJSONResponse
+    )
+
+    @api.exception_handler(RequestRejected)
+    async def _rejected(_: Request, exc: RequestRejected) -> ORJSONResponse:
+        body = openai_error(exc.message, "invalid_request_error", exc.code, param=exc.param)
+        return ORJSONResponse(body, status_code=exc.status)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p != "body")
+        message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        return ORJSONResponse(openai_error(message, "invalid_request_error", "invalid_body"), 400)
+
+    @api.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz")
+    async def readyz() -> ORJSONResponse:
+        report = runtime.readiness()
+        return ORJSONResponse(report, status_code=200 if report["ready"] else 503)
+
+    @api.get("/v1/models")
+    async def models(request: Request) -> dict[str, Any]:
+        snapshot = runtime.snapshot
+        tenant = authenticate(request.scope, snapshot.policy)
+        facts = runtime.facts.build(request.scope, tenant, None, new_request_id())
+        decision = decide(facts, snapshot)
+        allowed = set(decision.allowed_regions)
+        names = sorted(
+            {
+                m
+                for r in snapshot.policy.regions
+                if r.id in allowed and r.status is RegionStatus.ACTIVE
+                for m in r.models
+            }
+        )
+        return {
+            "object": "list",
+            "data": [
+                {"id": n, "object": "model", "created": 0, "owned_by": "residency-gateway"}
+                for n in names
+            ],
+        }
+
+    @api.post("/v1/residency/explain")
+    async def explain(request: Request, body: ExplainRequest | None = None) -> dict[str, Any]:
+        snapshot = runtime.snapshot
+        tenant = authenticate(request.scope, snapshot.policy)
+        query = body or ExplainRequest()
+        facts = runtime.facts.build(
+            request.scope, tenant, query.model, new_request_id(), client_ip=query.ip
+        )
+        return decide(facts, snapshot).to_dict()
+
+    return api
+
+
+class _Dispatcher:
+    """Sends inference paths straight to the pure-ASGI proxy; the rest to FastAPI."""
+
+    def __init__(self, proxy: ASGIApp, api: ASGIApp) -> None:
+        self._proxy = proxy
+        self._api = api
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in INFERENCE_PATHS:
+            await self._proxy(scope, receive, send)
+        else:
+            await self._api(scope, receive, send)
+
+
+def create_app(runtime: GatewayRuntime) -> ASGIApp:
+    """The gateway's ASGI app; the runtime starts and stops with the ASGI lifespan."""
+    logging.getLogger("uvicorn.error").addFilter(_DropBrokenStreams())
+    return _Dispatcher(InferenceProxy(runtime), _api(runtime))

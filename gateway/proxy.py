@@ -1,0 +1,341 @@
+"""The data path: route each inference request and forward it, byte for byte, to its region."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from opentelemetry import trace
+from opentelemetry.propagate import extract, inject
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+
+from gateway.asgi import RawHeaders, Receive, Scope, Send, openai_error, send_json
+from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
+from gateway.records import Attempt, routing_record
+from gateway.routing.decide import decide
+from gateway.routing.decision import Decision, Outcome
+from gateway.routing.snapshot import RoutingSnapshot
+from gateway.tracing import record_stage_spans, traceparent_of
+from gateway.upstream import UpstreamError, UpstreamResponse
+
+if TYPE_CHECKING:
+    from gateway.runtime import GatewayRuntime
+
+logger = logging.getLogger(__name__)
+
+INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+_FORWARDED_HEADERS = frozenset(
+    {b"content-type", b"accept", b"user-agent", b"x-request-id", b"openai-beta", b"idempotency-key"}
+)
+_REFUSAL_TYPES = {
+    Outcome.REFUSED: ("residency_violation", "no_allowed_region"),
+    Outcome.UNAVAILABLE: ("region_unavailable", "no_healthy_region"),
+    Outcome.MODEL_NOT_FOUND: ("invalid_request_error", "model_not_found"),
+    Outcome.UPSTREAM_ERROR: ("upstream_error", "all_attempts_failed"),
+}
+
+
+class UpstreamStreamBroken(Exception):
+    """A region broke off after bytes reached the client: the connection is aborted."""
+
+
+class _ClientCarrier(dict[str, str]):
+    """W3C trace context carrier read from ASGI headers."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """Read the whole request body, refusing more than `limit` bytes with 413."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestRejected(
+                400, "client disconnected before sending the body", "disconnected"
+            )
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestRejected(
+                413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _declared_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+class InferenceProxy:
+    """Pure-ASGI endpoint for chat completions, completions and embeddings."""
+
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self._rt = runtime
+        self._tracer = runtime.tracer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        carrier = {
+            k.decode("latin-1"): v.decode("latin-1")
+            for k, v in scope["headers"]
+            if k in (b"traceparent", b"tracestate")
+        }
+        span = self._tracer.start_span(
+            "gateway.request",
+            context=extract(carrier) if carrier else None,
+            kind=SpanKind.SERVER,
+            attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
+        )
+        try:
+            with trace.use_span(span, end_on_exit=False):
+                await self._handle(scope, receive, send, span, started)
+        finally:
+            span.end()
+
+    async def _handle(
+        self, scope: Scope, receive: Receive, send: Send, span: Span, started: float
+    ) -> None:
+        rt = self._rt
+        snapshot = rt.snapshot
+        request_id = new_request_id()
+        headers: RawHeaders = [
+            (b"x-residency-decision", request_id.encode()),
+            (b"traceparent", traceparent_of(span).encode()),
+        ]
+        try:
+            if scope["method"] != "POST":
+                raise RequestRejected(
+                    405, f"{scope['path']} accepts POST only", "method_not_allowed"
+                )
+            declared = _declared_length(scope)
+            if declared is not None and declared > rt.settings.max_body_bytes:
+                raise RequestRejected(
+                    413,
+                    f"request body exceeds the limit of {rt.settings.max_body_bytes} bytes",
+                    "request_too_large",
+                )
+            body = await read_body(receive, rt.settings.max_body_bytes)
+            tenant = authenticate(scope, snapshot.policy)
+            parsed = parse_inference_body(body)
+            facts = rt.facts.build(scope, tenant, parsed.model, request_id)
+        except RequestRejected as rejected:
+            span.set_attribute("http.response.status_code", rejected.status)
+            span.set_status(Status(StatusCode.ERROR, rejected.code))
+            await send_json(
+                send,
+                rejected.status,
+                openai_error(
+                    rejected.message, "invalid_request_error", rejected.code, param=rejected.param
+                ),
+                headers,
+            )
+            return
+        decided_at = time.time_ns()
+        decision = decide(facts, snapshot)
+        record_stage_spans(self._tracer, decision, decided_at)
+        span.set_attributes(
+            {
+                "residency.decision_id": decision.id,
+                "residency.jurisdictions": [j.country for j in decision.jurisdictions],
+                "residency.data_class": facts.data_class.value,
+                "residency.policy_version": decision.policy_version,
+                "residency.outcome": decision.outcome.value,
+                "residency.chosen_region": decision.chosen or "",
+                "residency.tenant": facts.tenant_id or "",
+            }
+        )
+        if decision.outcome is not Outcome.ROUTED:
+            await self._refuse(send, decision, decision.outcome, [], headers, span, started)
+            return
+        await self._forward(scope, send, decision, snapshot, body, headers, span, started)
+
+    async def _refuse(
+        self,
+        send: Send,
+        decision: Decision,
+        outcome: Outcome,
+        attempts: list[Attempt],
+        headers: RawHeaders,
+        span: Span,
+        started: float,
+    ) -> None:
+        error_type, code = _REFUSAL_TYPES[outcome]
+        status = 502 if outcome is Outcome.UPSTREAM_ERROR else decision.http_status
+        message = "; ".join(decision.reasons)
+        if attempts:
+            message = "every allowed region failed: " + ", ".join(
+                f"{a.region} ({a.result})" for a in attempts
+            )
+        body = openai_error(
+            message,
+            error_type,
+            code,
+            decision_id=decision.id,
+            reasons=list(decision.reasons),
+            residency=decision.to_dict(),
+        )
+        span.set_attribute("http.response.status_code", status)
+        span.set_status(Status(StatusCode.ERROR, code))
+        await send_json(send, status, body, headers)
+        self._record(decision, outcome, status, None, attempts, span, started)
+
+    def _still_allowed(self, decision: Decision, region_id: str) -> bool:
+        """Re-check a hop against the newest snapshot: a reload may have narrowed the set."""
+        latest: RoutingSnapshot = self._rt.snapshot
+        region = latest.policy.region_by_id.get(region_id)
+        if region is None or region.status.value != "active":
+            return False
+        facts = decision.facts
+        tenant = latest.policy.tenants.get(facts.tenant_id) if facts.tenant_id else None
+        evaluation = latest.policy.evaluate(
+            frozenset(j.country for j in decision.jurisdictions),
+            facts.data_class.value,
+            tenant,
+            facts.at.date(),
+        )
+        return region_id in evaluation.allowed
+
+    async def _forward(
+        self,
+        scope: Scope,
+        send: Send,
+        decision: Decision,
+        snapshot: RoutingSnapshot,
+        body: bytes,
+        headers: RawHeaders,
+        span: Span,
+        started: float,
+    ) -> None:
+        rt = self._rt
+        route = decision.route()[: rt.settings.max_attempts]
+        attempts: list[Attempt] = []
+        path = scope["path"]
+        query = scope.get("query_string", b"")
+        if query:
+            path = f"{path}?{query.decode('latin-1')}"
+        forwarded = [
+            (k.decode("latin-1"), v.decode("latin-1"))
+            for k, v in scope["headers"]
+            if k in _FORWARDED_HEADERS
+        ]
+        forwarded.append(("x-residency-decision", decision.id))
+        for number, region_id in enumerate(route, start=1):
+            if number > 1 and not self._still_allowed(decision, region_id):
+                attempts.append(Attempt(region_id, "no_longer_allowed"))
+                continue
+            region = snapshot.policy.region_by_id[region_id]
+            last = number == len(route)
+            with self._tracer.start_as_current_span(
+                "upstream.attempt",
+                kind=SpanKind.CLIENT,
+                attributes={"residency.region": region_id, "upstream.attempt": number},
+            ) as attempt_span:
+                carrier: dict[str, str] = {}
+                inject(carrier)
+                tried = time.perf_counter()
+                try:
+                    response = await rt.upstream.send(
+                        region.base_url.rstrip("/") + path, [*forwarded, *carrier.items()], body
+                    )
+                except UpstreamError as exc:
+                    attempts.append(Attempt(region_id, exc.kind.value, None, _ms(tried)))
+                    attempt_span.set_attribute("upstream.outcome", exc.kind.value)
+                    attempt_span.set_status(Status(StatusCode.ERROR, exc.detail))
+                    continue
+                if response.status >= 500 and not last:
+                    response.release()
+                    attempts.append(Attempt(region_id, "http_5xx", response.status, _ms(tried)))
+                    attempt_span.set_attribute("upstream.outcome", "http_5xx")
+                    attempt_span.set_attribute("http.response.status_code", response.status)
+                    continue
+                attempt_span.set_attribute("upstream.outcome", "response")
+                attempt_span.set_attribute("http.response.status_code", response.status)
+                headers.append((b"x-residency-region", region_id.encode()))
+                span.set_attribute("residency.served_region", region_id)
+                span.set_attribute("http.response.status_code", response.status)
+                try:
+                    await _relay(send, response, headers)
+                except UpstreamError as exc:
+                    attempts.append(
+                        Attempt(
+                            region_id,
+                            f"broken_stream:{exc.kind.value}",
+                            response.status,
+                            _ms(tried),
+                        )
+                    )
+                    attempt_span.set_status(Status(StatusCode.ERROR, exc.detail))
+                    self._record(
+                        decision,
+                        Outcome.UPSTREAM_ERROR,
+                        response.status,
+                        region_id,
+                        attempts,
+                        span,
+                        started,
+                    )
+                    raise UpstreamStreamBroken(f"{region_id}: {exc.detail}") from None
+                finally:
+                    response.release()
+                attempts.append(Attempt(region_id, "ok", response.status, _ms(tried)))
+                outcome = Outcome.ROUTED if response.status < 500 else Outcome.UPSTREAM_ERROR
+                self._record(decision, outcome, response.status, region_id, attempts, span, started)
+                return
+        await self._refuse(send, decision, Outcome.UPSTREAM_ERROR, attempts, headers, span, started)
+
+    def _record(
+        self,
+        decision: Decision,
+        outcome: Outcome,
+        status: int,
+        served: str | None,
+        attempts: list[Attempt],
+        span: Span,
+        started: float,
+    ) -> None:
+        context = span.get_span_context()
+        self._rt.routing_log.submit(
+            routing_record(
+                decision,
+                outcome=outcome,
+                status_code=status,
+                served_region=served,
+                attempts=attempts,
+                latency_ms=_ms(started),
+                trace_id=f"{context.trace_id:032x}" if context.is_valid else None,
+                client_ip_hmac=self._rt.pseudonymiser.pseudonymise(decision.facts.client_ip),
+            )
+        )
+
+
+def _ms(since: float) -> float:
+    return (time.perf_counter() - since) * 1000.0
+
+
+async def _relay(send: Send, response: UpstreamResponse, headers: RawHeaders) -> None:
+    """Pass status, headers and body chunks through as they arrive, unbuffered."""
+    length = next((int(v) for k, v in response.headers if k == b"content-length"), None)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [*response.headers, *headers],
+        }
+    )
+    sent = 0
+    async for chunk in response.chunks():
+        sent += len(chunk)
+        if sent == length:  # the known last chunk closes the response in one message
+            await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            return
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,25 @@
+"""The routing snapshot: the policy snapshot plus the latest health view, swapped as one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from types import MappingProxyType
+
+from compliance.snapshot import PolicySnapshot
+from regions.health import HealthView
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingSnapshot:
+    """Everything a routing decision reads. Immutable: replace it, never change it."""
+
+    policy: PolicySnapshot
+    health: HealthView = field(default_factory=lambda: MappingProxyType({}))
+
+    def with_health(self, health: HealthView) -> RoutingSnapshot:
+        """A copy with a new health view."""
+        return replace(self, health=MappingProxyType(dict(health)))
+
+    def with_policy(self, policy: PolicySnapshot) -> RoutingSnapshot:
+        """A copy with a new policy snapshot (health carried over)."""
+        return replace(self, policy=policy)

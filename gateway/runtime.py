@@ -1,0 +1,160 @@
+"""The running gateway: adapters wired together, the current snapshot, background tasks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from compliance.store.policy_store import PolicyStore, StoreUnavailable
+from compliance.store.routing_log_store import RoutingLogStore
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SpanExporter
+from opentelemetry.trace import Tracer
+
+from compliance.privacy import IpPseudonymiser
+from compliance.routing_log import RoutingLogWriter
+from gateway.bootstrap import hmac_key
+from gateway.client_address import TrustedProxies
+from gateway.intake import FactsBuilder
+from gateway.routing.snapshot import RoutingSnapshot
+from gateway.settings import Settings
+from gateway.telemetry import TRACER_NAME, build_tracer_provider
+from gateway.upstream import AiohttpUpstream, UpstreamClient, UpstreamTimeouts
+from regions.geoip import GeoIpLocator, bundled_database_path
+from regions.health import HealthTracker, HealthView
+from regions.prober import HealthProber
+
+logger = logging.getLogger(__name__)
+
+
+class GatewayRuntime:
+    """Owns the current RoutingSnapshot and keeps it fresh; requests only ever read it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        span_exporter: SpanExporter | None = None,
+        upstream: UpstreamClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = PolicyStore(settings.resolved_database_url)
+        self.routing_log = RoutingLogWriter(
+            RoutingLogStore(self.store.engine), batch_size=settings.routing_log_batch_size
+        )
+        self.locator = GeoIpLocator(settings.geoip_database or bundled_database_path())
+        self.facts = FactsBuilder(self.locator, TrustedProxies(settings.trusted_proxies))
+        self.pseudonymiser = IpPseudonymiser(hmac_key(settings))
+        self.tracer_provider: TracerProvider = build_tracer_provider(settings, span_exporter)
+        self.tracer: Tracer = self.tracer_provider.get_tracer(TRACER_NAME)
+        self.upstream: UpstreamClient = upstream or AiohttpUpstream(
+            UpstreamTimeouts(
+                connect=settings.upstream_connect_timeout,
+                first_byte=settings.upstream_first_byte_timeout,
+                read=settings.upstream_read_timeout,
+            ),
+            settings.upstream_max_connections,
+        )
+        self.health_tracker = HealthTracker(fall=settings.health_fall, rise=settings.health_rise)
+        self._snapshot: RoutingSnapshot | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.database_ok = True
+        self.database_error: str | None = None
+        self.snapshot_loaded_at = 0.0
+
+    @property
+    def snapshot(self) -> RoutingSnapshot:
+        """The snapshot new requests decide against."""
+        if self._snapshot is None:
+            raise RuntimeError("gateway runtime not started")
+        return self._snapshot
+
+    def publish_health(self, view: HealthView) -> None:
+        """Swap in a new health view (called by the prober)."""
+        self._snapshot = self.snapshot.with_health(view)
+
+    async def start(self) -> None:
+        """Load the first snapshot (the gateway does not serve without one) and start tasks."""
+        policy = await asyncio.to_thread(self.store.load_snapshot)
+        self._snapshot = RoutingSnapshot(policy)
+        self.snapshot_loaded_at = time.monotonic()
+        self.routing_log.start()
+        prober = HealthProber(
+            lambda: self.snapshot.policy.regions,
+            self.publish_health,
+            self.health_tracker,
+            interval=self.settings.health_interval,
+            timeout=self.settings.health_timeout,
+            path=self.settings.health_path,
+        )
+        self._tasks = [
+            asyncio.create_task(self._refresh_forever(), name="snapshot-refresh"),
+            asyncio.create_task(prober.run(), name="health-prober"),
+        ]
+
+    async def refresh(self) -> bool:
+        """Reload the snapshot if the policy version changed; True if a new one was swapped in."""
+        try:
+            version = await asyncio.to_thread(self.store.current_version)
+            if version != self.snapshot.policy.version:
+                policy = await asyncio.to_thread(self.store.load_snapshot)
+                self._snapshot = self.snapshot.with_policy(policy)
+                logger.info("policy snapshot v%d loaded", policy.version)
+                self.snapshot_loaded_at = time.monotonic()
+                return True
+            self.snapshot_loaded_at = time.monotonic()
+        except StoreUnavailable as exc:
+            # Fail closed: keep routing on the last good snapshot; never widen on an outage.
+            if self.database_ok:
+                logger.error("policy database unreachable, keeping snapshot: %s", exc)
+            self.database_ok, self.database_error = False, str(exc)
+            return False
+        self.database_ok, self.database_error = True, None
+        return False
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.snapshot_refresh_interval)
+            try:
+                await self.refresh()
+            except Exception:
+                logger.exception("snapshot refresh failed")
+
+    def readiness(self) -> dict[str, Any]:
+        """What /readyz reports."""
+        snapshot = self._snapshot
+        healthy = 0
+        if snapshot is not None:
+            healthy = sum(
+                1
+                for r in snapshot.policy.regions
+                if (h := snapshot.health.get(r.id)) is None or h.healthy
+            )
+        return {
+            "ready": snapshot is not None,
+            "status": "ok" if self.database_ok else "degraded: routing on the last good snapshot",
+            "snapshot_loaded": snapshot is not None,
+            "policy_version": snapshot.policy.version if snapshot else None,
+            "snapshot_age_seconds": round(time.monotonic() - self.snapshot_loaded_at, 3),
+            "database_ok": self.database_ok,
+            "database_error": self.database_error,
+            "regions_total": len(snapshot.policy.regions) if snapshot else 0,
+            "regions_healthy": healthy,
+            "routing_log_pending": self.routing_log.pending,
+        }
+
+    async def stop(self) -> None:
+        """Stop background tasks, write queued records, close connections."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.routing_log.close()
+        await self.upstream.close()
+        self.tracer_provider.shutdown()
+        self.locator.close()
+        self.store.close()

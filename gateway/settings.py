@@ -1,0 +1,86 @@
+"""Every setting the gateway reads, in one typed object; the only module reading the environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "GATEWAY_"
+LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+
+
+def _split_list(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Gateway settings; each field is read from `GATEWAY_<FIELD>` unless noted."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_file=None)
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=64)
+    data_dir: Path = Path("var")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: a SQLite file in data_dir"
+    )
+    geoip_database: Path | None = Field(
+        None, description="MaxMind GeoIP2/GeoLite2 or DB-IP file; default: the bundled one"
+    )
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="CIDRs whose X-Forwarded-For is believed (comma separated)",
+    )
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    upstream_connect_timeout: float = Field(2.0, gt=0)
+    upstream_first_byte_timeout: float = Field(
+        60.0, gt=0, description="seconds to wait for response headers before failing over"
+    )
+    upstream_read_timeout: float = Field(120.0, gt=0, description="max gap between body chunks")
+    upstream_max_connections: int = Field(1024, ge=1)
+    max_attempts: int = Field(3, ge=1, le=10)
+    snapshot_refresh_interval: float = Field(1.0, gt=0)
+    health_interval: float = Field(2.0, gt=0)
+    health_timeout: float = Field(1.0, gt=0)
+    health_path: str = "/healthz"
+    health_fall: int = Field(2, ge=1)
+    health_rise: int = Field(2, ge=1)
+    simulate_regions: bool = Field(
+        False, description="start a region simulator for every loopback region in the catalog"
+    )
+    seed_demo_catalog: bool = Field(
+        True, description="seed the demo regions and tenants into an empty database"
+    )
+    seed_catalog: Path | None = Field(
+        None, description="catalog YAML (regions, tenants) to seed an empty database instead"
+    )
+    audit_hmac_key: SecretStr | None = Field(
+        None, description="key for client-IP HMACs; default: a random key kept in data_dir"
+    )
+    routing_log_batch_size: int = Field(512, ge=1)
+    otel_traces_exporter: Literal["otlp", "console", "none"] = Field(
+        "none",
+        validation_alias=AliasChoices("OTEL_TRACES_EXPORTER", "GATEWAY_OTEL_TRACES_EXPORTER"),
+    )
+    otel_service_name: str = Field(
+        "residency-gateway",
+        validation_alias=AliasChoices("OTEL_SERVICE_NAME", "GATEWAY_OTEL_SERVICE_NAME"),
+    )
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _parse_networks(cls, value: object) -> object:
+        return _split_list(value)
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to `<data_dir>/gateway.db` (SQLite)."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'gateway.db').resolve()}"

@@ -1,0 +1,243 @@
+"""Launch simulator regions as subprocesses (demo, integration tests, benchmark)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+from regions.simulator.config import DEFAULT_MODELS
+
+__all__ = [
+    "DEFAULT_MODELS",
+    "SimulatorFleet",
+    "SimulatorSpec",
+    "SimulatorStartError",
+    "free_port",
+]
+
+_PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """Return a TCP port on ``host`` that was free a moment ago."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class SimulatorStartError(RuntimeError):
+    """A simulator process exited or did not answer ``/healthz`` in time."""
+
+
+@dataclass(frozen=True)
+class SimulatorSpec:
+    """How to launch one simulated region; ``extra_args`` are appended to the CLI."""
+
+    region_id: str
+    port: int
+    models: tuple[str, ...] = DEFAULT_MODELS
+    host: str = "127.0.0.1"
+    ttft_ms: float = 0
+    tokens_per_second: float = 0
+    extra_args: tuple[str, ...] = ()
+
+    @property
+    def base_url(self) -> str:
+        """``http://host:port`` (no ``/v1`` suffix)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """``base_url`` + ``/v1``, as the ``openai`` client expects."""
+        return f"{self.base_url}/v1"
+
+    def command(self, python: str = sys.executable) -> list[str]:
+        """The argv that starts this simulator."""
+        return [
+            python,
+            "-m",
+            "regions.simulator",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--region-id",
+            self.region_id,
+            "--models",
+            ",".join(self.models),
+            "--ttft-ms",
+            repr(float(self.ttft_ms)),
+            "--tokens-per-second",
+            repr(float(self.tokens_per_second)),
+            *self.extra_args,
+        ]
+
+
+@dataclass
+class _Running:
+    spec: SimulatorSpec
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    final_output: str | None = None
+
+    def output(self) -> str:
+        if self.final_output is not None:
+            return self.final_output
+        return self.log_path.read_text(errors="replace")
+
+
+class SimulatorFleet:
+    """One ``python -m regions.simulator`` subprocess per spec; a context manager.
+
+    ``start()`` (or ``with``) launches all processes and waits until every ``/healthz``
+    answers (any status, so ``--down`` regions count as started). Output (stdout and
+    stderr) goes to a temporary log file, readable via :meth:`output` (kept after stop).
+    """
+
+    def __init__(
+        self,
+        specs: Iterable[SimulatorSpec],
+        *,
+        startup_timeout: float = 15.0,
+        stop_grace: float = 5.0,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self._specs = tuple(specs)
+        regions = [s.region_id for s in self._specs]
+        if len(set(regions)) != len(regions):
+            raise ValueError(f"duplicate region ids in {regions}")
+        endpoints = [(s.host, s.port) for s in self._specs]
+        if len(set(endpoints)) != len(endpoints):
+            raise ValueError(f"duplicate host:port in {endpoints}")
+        self.startup_timeout = startup_timeout
+        self.stop_grace = stop_grace
+        self._env = dict(os.environ if env is None else env)
+        self._running: dict[str, _Running] = {}
+
+    @property
+    def specs(self) -> tuple[SimulatorSpec, ...]:
+        """The specs this fleet was created with."""
+        return self._specs
+
+    def spec(self, region_id: str) -> SimulatorSpec:
+        """The spec for ``region_id``."""
+        for spec in self._specs:
+            if spec.region_id == region_id:
+                return spec
+        raise KeyError(region_id)
+
+    def process(self, region_id: str) -> subprocess.Popen[bytes]:
+        """The process for ``region_id`` (``KeyError`` if never started)."""
+        return self._running[region_id].process
+
+    def output(self, region_id: str) -> str:
+        """Everything the region's process has printed so far."""
+        return self._running[region_id].output()
+
+    def start(self) -> None:
+        """Launch all simulators and wait for their health endpoints."""
+        if any(item.process.poll() is None for item in self._running.values()):
+            raise RuntimeError("fleet already running")
+        self._running = {}
+        env = dict(self._env)
+        env["PYTHONUNBUFFERED"] = "1"
+        pythonpath = env.get("PYTHONPATH")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), pythonpath]))
+        try:
+            for spec in self._specs:
+                fd, name = tempfile.mkstemp(prefix=f"simulator-{spec.region_id}-", suffix=".log")
+                try:
+                    process = subprocess.Popen(
+                        spec.command(),
+                        stdin=subprocess.DEVNULL,
+                        stdout=fd,
+                        stderr=subprocess.STDOUT,
+                        env=env,
+                    )
+                finally:
+                    os.close(fd)
+                self._running[spec.region_id] = _Running(spec, process, Path(name))
+            deadline = time.monotonic() + self.startup_timeout
+            for running in self._running.values():
+                self._wait_healthy(running, deadline)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_healthy(self, running: _Running, deadline: float) -> None:
+        spec = running.spec
+        url = f"{spec.base_url}/healthz"
+        while True:
+            code = running.process.poll()
+            if code is not None:
+                raise SimulatorStartError(
+                    f"simulator {spec.region_id} exited with code {code} before becoming "
+                    f"healthy; output:\n{self.output(spec.region_id)}"
+                )
+            try:
+                with urllib.request.urlopen(url, timeout=1.0) as response:
+                    region = response.headers.get("x-simulator-region")
+            except urllib.error.HTTPError as exc:  # e.g. 503 from a --down region
+                region = exc.headers.get("x-simulator-region")
+                exc.close()
+            except OSError:
+                region = None
+            if region == spec.region_id:
+                return
+            if time.monotonic() > deadline:
+                detail = (
+                    f"{url} is served by region {region!r}"
+                    if region is not None
+                    else f"{url} did not answer"
+                )
+                raise SimulatorStartError(
+                    f"simulator {spec.region_id} not healthy after {self.startup_timeout:g}s "
+                    f"({detail}); output:\n{self.output(spec.region_id)}"
+                )
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Terminate all processes, kill any still alive after ``stop_grace``; idempotent."""
+        running = list(self._running.values())
+        for item in running:
+            if item.process.poll() is None:
+                item.process.terminate()
+        deadline = time.monotonic() + self.stop_grace
+        for item in running:
+            try:
+                item.process.wait(timeout=max(deadline - time.monotonic(), 0.0))
+            except subprocess.TimeoutExpired:
+                item.process.kill()
+                item.process.wait()
+        for item in running:
+            if item.final_output is None:
+                with contextlib.suppress(OSError):
+                    item.final_output = item.output()
+                    item.log_path.unlink()
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
