@@ -6,12 +6,13 @@ import logging
 import os
 import secrets
 
-from compliance.store.policy_store import PolicyStore
-
+from compliance.model import Tenant
 from compliance.pack import load_pack
 from compliance.store.catalog_file import load_catalog
 from compliance.store.migrate import upgrade
+from compliance.store.policy_store import PolicyStore
 from gateway.settings import Settings
+from regions.catalog import Region
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,8 @@ def prepare_database(settings: Settings) -> bool:
     url = settings.resolved_database_url
     upgrade(url)
     label, regimes = load_pack()
-    regions, tenants = (), ()
+    regions: tuple[Region, ...] = ()
+    tenants: tuple[Tenant, ...] = ()
     if settings.seed_catalog is not None:
         regions, tenants = load_catalog(settings.seed_catalog)
     elif settings.seed_demo_catalog:

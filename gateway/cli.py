@@ -8,12 +8,12 @@ import sys
 from collections.abc import Sequence
 
 import orjson
-from compliance.store.policy_store import PolicyStore, StoreUnavailable
 from pydantic import ValidationError
 
 from compliance.pack import PolicyPackError
 from compliance.store.catalog_file import CatalogError
 from compliance.store.migrate import upgrade
+from compliance.store.policy_store import PolicyStore, StoreUnavailable
 from gateway.explain_text import explain_text
 from gateway.intake import (
     RequestRejected,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -34,9 +35,16 @@ class RequestRejected(Exception):
         self.param = param
 
 
+_PROCESS_TAG = os.urandom(2).hex()
+_sequence = itertools.count()
+
+
 def new_request_id() -> str:
-    """A time-ordered, unique request/decision id (24 hex characters)."""
-    return f"{time.time_ns():016x}{os.urandom(4).hex()}"
+    """A time-ordered id, unique across processes (24 hex characters).
+
+    Nanosecond clock, a random per-process tag, and a per-process sequence number.
+    """
+    return f"{time.time_ns():016x}{_PROCESS_TAG}{next(_sequence) & 0xFFFF:04x}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,16 +6,18 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from compliance.store.policy_store import PolicyStore, StoreUnavailable
-from compliance.store.routing_log_store import RoutingLogStore
+import orjson
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.trace import Tracer
 
 from compliance.privacy import IpPseudonymiser
 from compliance.routing_log import RoutingLogWriter
+from compliance.store.policy_store import PolicyStore, StoreUnavailable
+from compliance.store.routing_log_store import RoutingLogStore
 from gateway.bootstrap import hmac_key
 from gateway.client_address import TrustedProxies
 from gateway.intake import FactsBuilder
@@ -28,6 +30,7 @@ from regions.health import HealthTracker, HealthView
 from regions.prober import HealthProber
 
 logger = logging.getLogger(__name__)
+REJECTED_RECORDS_FILE = "routing-log-rejected.jsonl"
 
 
 class GatewayRuntime:
@@ -43,7 +46,9 @@ class GatewayRuntime:
         self.settings = settings
         self.store = PolicyStore(settings.resolved_database_url)
         self.routing_log = RoutingLogWriter(
-            RoutingLogStore(self.store.engine), batch_size=settings.routing_log_batch_size
+            RoutingLogStore(self.store.engine),
+            batch_size=settings.routing_log_batch_size,
+            on_poison=self._set_aside,
         )
         self.locator = GeoIpLocator(settings.geoip_database or bundled_database_path())
         self.facts = FactsBuilder(self.locator, TrustedProxies(settings.trusted_proxies))
@@ -64,6 +69,14 @@ class GatewayRuntime:
         self.database_ok = True
         self.database_error: str | None = None
         self.snapshot_loaded_at = 0.0
+
+    def _set_aside(self, record: Mapping[str, Any], error: str) -> None:
+        """Keep a record the store refused in a local file, so it is never silently lost."""
+        logger.error("routing record %s refused by the store: %s", record.get("decision_id"), error)
+        path = self.settings.data_dir / REJECTED_RECORDS_FILE
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("ab") as handle:
+            handle.write(orjson.dumps({"error": error, "record": record}) + b"\n")
 
     @property
     def snapshot(self) -> RoutingSnapshot:

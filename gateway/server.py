@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import uvicorn
-from compliance.store.policy_store import PolicyStore
 
+from compliance.store.policy_store import PolicyStore
 from gateway.asgi import ASGIApp
 from gateway.bootstrap import prepare_database
 from gateway.runtime import GatewayRuntime
@@ -79,6 +79,7 @@ def serve(settings: Settings) -> None:
             loop="uvloop",
             http="httptools",
             access_log=False,
+            proxy_headers=False,  # X-Forwarded-For is judged by gateway.client_address only
             log_level="info",
             timeout_graceful_shutdown=10,
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from opentelemetry.trace import Span, Tracer
+from opentelemetry.util.types import Attributes
 
 from gateway.routing.decision import Decision
 
@@ -12,7 +13,7 @@ _STAGES = ("routing.locate", "routing.policy", "routing.select")
 def record_stage_spans(tracer: Tracer, decision: Decision, started_ns: int) -> None:
     """One span per routing stage, timed by the pure core itself (decide() does no tracing)."""
     start = started_ns
-    attributes = {
+    attributes: dict[str, Attributes] = {
         "routing.locate": {
             "residency.jurisdictions": [j.country for j in decision.jurisdictions],
             "residency.client_country": decision.facts.client_country or "",

@@ -49,8 +49,15 @@ class UpstreamError(Exception):
 class UpstreamResponse(Protocol):
     """A response whose headers have arrived; the body is read chunk by chunk."""
 
-    status: int
-    headers: Sequence[tuple[bytes, bytes]]
+    @property
+    def status(self) -> int:
+        """HTTP status from the region."""
+        ...
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]:
+        """Response headers, hop-by-hop ones removed."""
+        ...
 
     def chunks(self) -> AsyncIterator[bytes]:
         """Body bytes as they arrive; raises UpstreamError if the region breaks off."""
@@ -85,15 +92,24 @@ class UpstreamTimeouts:
 
 
 class _AiohttpResponse:
-    __slots__ = ("_response", "_timeout", "headers", "status")
+    __slots__ = ("_headers", "_response", "_timeout")
 
     def __init__(self, response: aiohttp.ClientResponse, read_timeout: float) -> None:
         self._response = response
         self._timeout = read_timeout
-        self.status = response.status
-        self.headers = [
-            (k.lower(), v) for k, v in response.raw_headers if k.lower() not in _DROPPED_RESPONSE_HEADERS
+        self._headers = [
+            (k.lower(), v)
+            for k, v in response.raw_headers
+            if k.lower() not in _DROPPED_RESPONSE_HEADERS
         ]
+
+    @property
+    def status(self) -> int:
+        return self._response.status
+
+    @property
+    def headers(self) -> Sequence[tuple[bytes, bytes]]:
+        return self._headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
         content = self._response.content

@@ -161,9 +161,7 @@ def twenty_regions() -> tuple[Region, ...]:
         region("us-oregon", "US", lat=45.60, lon=-121.18, attestations=_ALL_DPF, models=_FULL),
         region("us-ohio", "US", lat=39.96, lon=-83.00, attestations=("eu_us_dpf",), models=_CHAT),
         region("ca-montreal", "CA", lat=45.50, lon=-73.57, attestations=("pipeda",), models=_CHAT),
-        region(
-            "jp-tokyo", "JP", lat=35.68, lon=139.69, attestations=("appi_private_sector",)
-        ),
+        region("jp-tokyo", "JP", lat=35.68, lon=139.69, attestations=("appi_private_sector",)),
         region("kr-seoul", "KR", lat=37.57, lon=126.98, attestations=("pipa",)),
         region("in-mumbai", "IN", lat=19.08, lon=72.88, models=_FULL),
         region("cn-beijing", "CN", lat=39.90, lon=116.40, models=("qwen-2.5-72b", "gpt-4o-mini")),

@@ -262,8 +262,17 @@ def test_with_health_swaps_the_view() -> None:
 # -- the decision as a value ---------------------------------------------------------------
 
 EXPECTED_KEYS = {
-    "decision_id", "outcome", "status", "chosen_region", "fallbacks", "policy_version",
-    "reasons", "facts", "jurisdictions", "regimes", "candidates",
+    "decision_id",
+    "outcome",
+    "status",
+    "chosen_region",
+    "fallbacks",
+    "policy_version",
+    "reasons",
+    "facts",
+    "jurisdictions",
+    "regimes",
+    "candidates",
 }
 
 
@@ -286,9 +295,7 @@ def test_to_dict_is_json_ready(f) -> None:
     assert d["status"] == decision.http_status
     assert d["chosen_region"] == decision.chosen
     assert d["facts"]["data_class"] == f.data_class.value
-    assert {c["region"] for c in d["candidates"] if c["allowed"]} == set(
-        decision.allowed_regions
-    )
+    assert {c["region"] for c in d["candidates"] if c["allowed"]} == set(decision.allowed_regions)
 
 
 def test_to_dict_explains_regimes_and_candidates() -> None:

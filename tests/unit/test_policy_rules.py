@@ -66,9 +66,7 @@ FULL_ADEQUACY = ("CH", "AR", "GG", "IM", "JE", "FO", "AD", "UY", "NZ", "GB", "BR
 UK_ADEQUATE = ("GB", "DE", "NO", "IS", "GI", "CH", "AR", "GG", "IM", "JE", "AD", "IL", "UY")
 UK_ADEQUATE += ("NZ", "FO")
 SWISS_ADEQUATE = ("CH", "DE", "FR", "NO", "LI", "IS", "GB", "AR", "GI", "IL", "NZ", "UY")
-ENABLED = {
-    rid: enable_regimes(default_regimes(), rid) for rid in ("sa_pdpl", "id_pdp", "vn_pdpd")
-}
+ENABLED = {rid: enable_regimes(default_regimes(), rid) for rid in ("sa_pdpl", "id_pdp", "vn_pdpd")}
 DPDP_NOTIFIED_CN = replace_rule(default_regimes(), "in_dpdp.s16", excluded_countries={"CN"})
 
 EEA_CASES = [
@@ -93,8 +91,12 @@ PARTIAL_CASES += [
     allow("gdpr-US-with-eu_us_dpf", "US", "eu_us_dpf", client="DE"),
     refuse("gdpr-US-without-dpf", "US", client="DE", why=(GDPR, "eu_us_dpf")),
     refuse(
-        "gdpr-US-uk-and-swiss-dpf-only", "US", "uk_extension_dpf", "swiss_us_dpf",
-        client="DE", why=(GDPR, "eu_us_dpf"),
+        "gdpr-US-uk-and-swiss-dpf-only",
+        "US",
+        "uk_extension_dpf",
+        "swiss_us_dpf",
+        client="DE",
+        why=(GDPR, "eu_us_dpf"),
     ),
 ]
 THIRD_COUNTRY_CASES = [
@@ -103,20 +105,22 @@ THIRD_COUNTRY_CASES = [
 ] + [
     allow("gdpr-scc-opt-in-IN", "IN", client="DE", tenant=scc("gdpr", "IN")),
     allow("gdpr-scc-opt-in-US-without-dpf", "US", client="DE", tenant=scc("gdpr", "US")),
-    allow("gdpr-scc-opt-in-SG-special", "SG", client="DE", data_class="special",
-          tenant=scc("gdpr", "SG")),
-    refuse("gdpr-scc-for-other-country", "IN", client="DE", tenant=scc("gdpr", "SG"),
-           why=(GDPR,)),
-    refuse("gdpr-scc-of-other-regime", "IN", client="DE", tenant=scc("uk_gdpr", "IN"),
-           why=(GDPR,)),
+    allow(
+        "gdpr-scc-opt-in-SG-special",
+        "SG",
+        client="DE",
+        data_class="special",
+        tenant=scc("gdpr", "SG"),
+    ),
+    refuse("gdpr-scc-for-other-country", "IN", client="DE", tenant=scc("gdpr", "SG"), why=(GDPR,)),
+    refuse("gdpr-scc-of-other-regime", "IN", client="DE", tenant=scc("uk_gdpr", "IN"), why=(GDPR,)),
 ]
 UK_CASES = [allow(f"uk-adequate-{c}", c, client="GB") for c in UK_ADEQUATE] + [
     allow("uk-JP-with-appi", "JP", "appi_private_sector", client="GB"),
     allow("uk-CA-with-pipeda", "CA", "pipeda", client="GB"),
     allow("uk-KR-with-pipa", "KR", "pipa", client="GB"),
     allow("uk-US-with-uk_extension_dpf", "US", "uk_extension_dpf", client="GB"),
-    refuse("uk-US-eu_us_dpf-alone", "US", "eu_us_dpf", client="GB",
-           why=(UK, "uk_extension_dpf")),
+    refuse("uk-US-eu_us_dpf-alone", "US", "eu_us_dpf", client="GB", why=(UK, "uk_extension_dpf")),
     refuse("uk-US-without-dpf", "US", client="GB", why=(UK, "uk_extension_dpf")),
     refuse("uk-JP-without-appi", "JP", client="GB", why=(UK, "appi_private_sector")),
     refuse("uk-CA-without-pipeda", "CA", client="GB", why=(UK, "pipeda")),
@@ -126,8 +130,14 @@ UK_CASES = [allow(f"uk-adequate-{c}", c, client="GB") for c in UK_ADEQUATE] + [
 ]
 SWISS_CASES = [allow(f"ch-adequate-{c}", c, client="CH") for c in SWISS_ADEQUATE] + [
     allow("ch-US-with-swiss_us_dpf", "US", "swiss_us_dpf", client="CH"),
-    refuse("ch-US-eu_us_dpf-alone", "US", "eu_us_dpf", "uk_extension_dpf", client="CH",
-           why=(CH, "swiss_us_dpf")),
+    refuse(
+        "ch-US-eu_us_dpf-alone",
+        "US",
+        "eu_us_dpf",
+        "uk_extension_dpf",
+        client="CH",
+        why=(CH, "swiss_us_dpf"),
+    ),
     refuse("ch-US-without-dpf", "US", client="CH", why=(CH, "swiss_us_dpf")),
     refuse("ch-third-IN", "IN", client="CH", why=(CH,)),
     refuse("ch-third-CN", "CN", client="CH", why=(CH,)),
@@ -138,47 +148,115 @@ INDIA_CASES = [
     *[allow(f"dpdp-personal-anywhere-{c}", c, subject="IN") for c in ("IN", "US", "CN", "SG")],
     allow("dpdp-client-IN-special-to-US", "US", client="IN", data_class="special"),
     allow("dpdp-notified-list-spares-US", "US", subject="IN", regimes=DPDP_NOTIFIED_CN),
-    refuse("dpdp-notified-country-blocked", "CN", subject="IN", regimes=DPDP_NOTIFIED_CN,
-           why=("in_dpdp.s16", "notified")),
+    refuse(
+        "dpdp-notified-country-blocked",
+        "CN",
+        subject="IN",
+        regimes=DPDP_NOTIFIED_CN,
+        why=("in_dpdp.s16", "notified"),
+    ),
     allow("rbi-payment-in-IN", "IN", subject="IN", data_class="payment"),
-    refuse("rbi-payment-to-US", "US", subject="IN", data_class="payment",
-           why=("in_rbi.payment_storage",)),
-    refuse("rbi-payment-to-SG", "SG", client="IN", data_class="payment",
-           why=("in_rbi.payment_storage",)),
-    allow("rbi-opt-in-purge-to-US", "US", subject="IN", data_class="payment",
-          tenant=tenant("rbi", opt_ins=["rbi_offshore_processing_with_purge"])),
+    refuse(
+        "rbi-payment-to-US",
+        "US",
+        subject="IN",
+        data_class="payment",
+        why=("in_rbi.payment_storage",),
+    ),
+    refuse(
+        "rbi-payment-to-SG",
+        "SG",
+        client="IN",
+        data_class="payment",
+        why=("in_rbi.payment_storage",),
+    ),
+    allow(
+        "rbi-opt-in-purge-to-US",
+        "US",
+        subject="IN",
+        data_class="payment",
+        tenant=tenant("rbi", opt_ins=["rbi_offshore_processing_with_purge"]),
+    ),
     allow("sebi-securities-in-IN", "IN", subject="IN", data_class="financial_securities"),
-    refuse("sebi-securities-to-SG", "SG", subject="IN", data_class="financial_securities",
-           why=("in_sebi.securities_data",)),
-    allow("sebi-regulated-personal-in-IN", "IN", subject="IN",
-          tenant=tenant("sebi", flags=["sebi_regulated"])),
-    refuse("sebi-regulated-personal-to-SG", "SG", subject="IN",
-           tenant=tenant("sebi", flags=["sebi_regulated"]), why=("in_sebi.regulated_entity",)),
+    refuse(
+        "sebi-securities-to-SG",
+        "SG",
+        subject="IN",
+        data_class="financial_securities",
+        why=("in_sebi.securities_data",),
+    ),
+    allow(
+        "sebi-regulated-personal-in-IN",
+        "IN",
+        subject="IN",
+        tenant=tenant("sebi", flags=["sebi_regulated"]),
+    ),
+    refuse(
+        "sebi-regulated-personal-to-SG",
+        "SG",
+        subject="IN",
+        tenant=tenant("sebi", flags=["sebi_regulated"]),
+        why=("in_sebi.regulated_entity",),
+    ),
     allow("sebi-unregulated-personal-to-SG", "SG", subject="IN", tenant=tenant("plain")),
     allow("irdai-insurance-in-IN", "IN", subject="IN", data_class="insurance"),
-    refuse("irdai-insurance-to-US", "US", subject="IN", data_class="insurance",
-           why=("in_irdai.insurance_records",)),
-    allow("irdai-regulated-personal-in-IN", "IN", subject="IN",
-          tenant=tenant("irdai", flags=["irdai_regulated"])),
-    refuse("irdai-regulated-personal-to-US", "US", subject="IN",
-           tenant=tenant("irdai", flags=["irdai_regulated"]), why=("in_irdai.regulated_insurer",)),
+    refuse(
+        "irdai-insurance-to-US",
+        "US",
+        subject="IN",
+        data_class="insurance",
+        why=("in_irdai.insurance_records",),
+    ),
+    allow(
+        "irdai-regulated-personal-in-IN",
+        "IN",
+        subject="IN",
+        tenant=tenant("irdai", flags=["irdai_regulated"]),
+    ),
+    refuse(
+        "irdai-regulated-personal-to-US",
+        "US",
+        subject="IN",
+        tenant=tenant("irdai", flags=["irdai_regulated"]),
+        why=("in_irdai.regulated_insurer",),
+    ),
     allow("sdf-before-2027-05-13-abroad", "US", subject="IN", tenant=SDF, at=SDF_EVE),
-    refuse("sdf-from-2027-05-13-abroad", "US", subject="IN", tenant=SDF, at=SDF_FROM,
-           why=("in_dpdp.rule13_4_sdf",)),
+    refuse(
+        "sdf-from-2027-05-13-abroad",
+        "US",
+        subject="IN",
+        tenant=SDF,
+        at=SDF_FROM,
+        why=("in_dpdp.rule13_4_sdf",),
+    ),
     allow("sdf-from-2027-05-13-in-IN", "IN", subject="IN", tenant=SDF, at=SDF_FROM),
     allow("sdf-rule-needs-the-flag", "US", subject="IN", tenant=tenant("plain"), at=SDF_FROM),
 ]
 OTHER_REGIME_CASES = [
     allow("pipl-CN-in-CN", "CN", client="CN"),
     refuse("pipl-CN-to-SG", "SG", client="CN", why=("cn_pipl.localisation",)),
-    allow("pipl-cac-opt-in-to-SG", "SG", client="CN",
-          tenant=tenant("cac", opt_ins=["pipl_cac_mechanism"])),
-    refuse("pipl-scc-is-no-basis", "SG", client="CN", tenant=scc("cn_pipl", "SG"),
-           why=("cn_pipl.localisation",)),
+    allow(
+        "pipl-cac-opt-in-to-SG",
+        "SG",
+        client="CN",
+        tenant=tenant("cac", opt_ins=["pipl_cac_mechanism"]),
+    ),
+    refuse(
+        "pipl-scc-is-no-basis",
+        "SG",
+        client="CN",
+        tenant=scc("cn_pipl", "SG"),
+        why=("cn_pipl.localisation",),
+    ),
     allow("152fz-RU-in-RU", "RU", subject="RU"),
     refuse("152fz-RU-to-DE", "DE", subject="RU", why=("ru_152fz.art18_5",)),
-    refuse("152fz-scc-is-no-basis", "DE", subject="RU", tenant=scc("ru_152fz", "DE"),
-           why=("ru_152fz.art18_5",)),
+    refuse(
+        "152fz-scc-is-no-basis",
+        "DE",
+        subject="RU",
+        tenant=scc("ru_152fz", "DE"),
+        why=("ru_152fz.art18_5",),
+    ),
     allow("au-personal-anywhere-US", "US", client="AU"),
     allow("au-personal-anywhere-IN", "IN", client="AU"),
     allow("au-health-in-AU", "AU", client="AU", data_class="health"),
@@ -195,17 +273,35 @@ for rid, home in [("sa_pdpl", "SA"), ("id_pdp", "ID"), ("vn_pdpd", "VN")]:
     CONFIGURABLE_CASES += [
         allow(f"{rid}-off-by-default-to-US", "US", client=home),
         allow(f"{rid}-enabled-in-{home}", home, client=home, regimes=ENABLED[rid]),
-        refuse(f"{rid}-enabled-to-US", "US", client=home, regimes=ENABLED[rid],
-               why=(f"{rid}.transfer",)),
-        allow(f"{rid}-enabled-scc-to-US", "US", client=home, regimes=ENABLED[rid],
-              tenant=scc(rid, "US")),
+        refuse(
+            f"{rid}-enabled-to-US",
+            "US",
+            client=home,
+            regimes=ENABLED[rid],
+            why=(f"{rid}.transfer",),
+        ),
+        allow(
+            f"{rid}-enabled-scc-to-US",
+            "US",
+            client=home,
+            regimes=ENABLED[rid],
+            tenant=scc(rid, "US"),
+        ),
     ]
 PUBLIC_CASES = [
-    *[allow(f"public-{src}-to-{dst}", dst, client=src, data_class="public")
-      for src, dst in [("DE", "IN"), ("GB", "CN"), ("CN", "US"), ("RU", "US"), ("IN", "SG")]],
+    *[
+        allow(f"public-{src}-to-{dst}", dst, client=src, data_class="public")
+        for src, dst in [("DE", "IN"), ("GB", "CN"), ("CN", "US"), ("RU", "US"), ("IN", "SG")]
+    ],
     allow("public-payment-IN-subject-to-US", "US", subject="IN", data_class="public"),
-    refuse("public-still-narrowed-by-tenant", "IN", client="DE", data_class="public",
-           tenant=tenant("narrow", allowed_countries=["DE"]), why=("tenant narrow",)),
+    refuse(
+        "public-still-narrowed-by-tenant",
+        "IN",
+        client="DE",
+        data_class="public",
+        tenant=tenant("narrow", allowed_countries=["DE"]),
+        why=("tenant narrow",),
+    ),
 ]
 
 
@@ -256,8 +352,16 @@ def test_rule(case: Case) -> None:
 
 EEA_REGIONS = {"eu-frankfurt", "eu-paris", "eu-dublin", "eea-oslo"}
 GDPR_SET = EEA_REGIONS | {
-    "uk-london", "ch-zurich", "us-oregon", "us-ohio", "ca-montreal", "jp-tokyo", "kr-seoul",
-    "br-saopaulo", "il-telaviv", "ar-buenosaires",
+    "uk-london",
+    "ch-zurich",
+    "us-oregon",
+    "us-ohio",
+    "ca-montreal",
+    "jp-tokyo",
+    "kr-seoul",
+    "br-saopaulo",
+    "il-telaviv",
+    "ar-buenosaires",
 }
 
 
@@ -268,11 +372,17 @@ GDPR_SET = EEA_REGIONS | {
         pytest.param("DE", "IN", "personal", GDPR_SET, id="DE-client+IN-personal=gdpr"),
         pytest.param("IN", "DE", "personal", GDPR_SET, id="IN-client+DE-personal=gdpr"),
         pytest.param(
-            "GB", "DE", "personal", GDPR_SET - {"us-ohio", "br-saopaulo"},
+            "GB",
+            "DE",
+            "personal",
+            GDPR_SET - {"us-ohio", "br-saopaulo"},
             id="GB-client+DE-subject=uk-and-gdpr",
         ),
         pytest.param(
-            "BR", "DE", "personal", {"eu-frankfurt", "eu-paris", "eu-dublin", "br-saopaulo"},
+            "BR",
+            "DE",
+            "personal",
+            {"eu-frankfurt", "eu-paris", "eu-dublin", "br-saopaulo"},
             id="BR-client+DE-subject=lgpd-and-gdpr",
         ),
         pytest.param("AU", "CN", "health", set(), id="AU-health+CN-refused"),
@@ -280,9 +390,7 @@ GDPR_SET = EEA_REGIONS | {
         pytest.param("CN", "RU", "public", {r.id for r in twenty_regions()}, id="public-free"),
     ],
 )
-def test_regimes_intersect(
-    client: str, subject: str, data_class: str, expected: set[str]
-) -> None:
+def test_regimes_intersect(client: str, subject: str, data_class: str, expected: set[str]) -> None:
     snap = routing_snapshot(twenty_regions())
     decision = decide(facts(client=client, subject=subject, data_class=data_class), snap)
     assert set(decision.allowed_regions) == expected
@@ -305,27 +413,45 @@ def test_home_jurisdiction_adds_its_regime() -> None:
     ("narrowing", "client", "data_class", "expected"),
     [
         pytest.param(
-            {"allowed_regions": ["eu-frankfurt", "in-mumbai"]}, "DE", "personal",
-            {"eu-frankfurt"}, id="allowed-regions-cannot-add-in-mumbai",
+            {"allowed_regions": ["eu-frankfurt", "in-mumbai"]},
+            "DE",
+            "personal",
+            {"eu-frankfurt"},
+            id="allowed-regions-cannot-add-in-mumbai",
         ),
         pytest.param(
-            {"allowed_countries": ["US"]}, "DE", "personal", {"us-oregon", "us-ohio"},
+            {"allowed_countries": ["US"]},
+            "DE",
+            "personal",
+            {"us-oregon", "us-ohio"},
             id="allowed-countries-US-keeps-dpf-only",
         ),
         pytest.param(
-            {"allowed_countries": ["US", "CN"]}, "GB", "personal", {"us-oregon"},
+            {"allowed_countries": ["US", "CN"]},
+            "GB",
+            "personal",
+            {"us-oregon"},
             id="allowed-countries-under-uk",
         ),
         pytest.param(
-            {"denied_regions": ["eu-frankfurt", "us-ohio"]}, "DE", "personal",
-            GDPR_SET - {"eu-frankfurt", "us-ohio"}, id="denied-regions",
+            {"denied_regions": ["eu-frankfurt", "us-ohio"]},
+            "DE",
+            "personal",
+            GDPR_SET - {"eu-frankfurt", "us-ohio"},
+            id="denied-regions",
         ),
         pytest.param(
-            {"allowed_countries": ["IN", "CN"]}, "DE", "public", {"in-mumbai", "cn-beijing"},
+            {"allowed_countries": ["IN", "CN"]},
+            "DE",
+            "public",
+            {"in-mumbai", "cn-beijing"},
             id="public-narrowed-by-tenant",
         ),
         pytest.param(
-            {"allowed_regions": ["ru-moscow"]}, "DE", "personal", set(),
+            {"allowed_regions": ["ru-moscow"]},
+            "DE",
+            "personal",
+            set(),
             id="allowed-region-outside-law-refused",
         ),
     ],
@@ -364,5 +490,8 @@ def test_declared_subject_only_narrows(data_class: str) -> None:
             without = decide(facts(tenant_id=t.id, **kw), snap)
             with_header = decide(facts(tenant_id=t.id, subject=subject, **kw), snap)
             assert set(with_header.allowed_regions) <= set(without.allowed_regions), (
-                client, subject, t.id, at,
+                client,
+                subject,
+                t.id,
+                at,
             )

@@ -1,0 +1,66 @@
+"""RoutingLogWriter: batches, survives outages without loss, isolates poison records."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from compliance.routing_log import RoutingLogWriter
+from compliance.store.errors import StoreError, StoreUnavailable
+
+
+class FlakyStore:
+    """In-memory sink that can be down, and refuses records marked poison."""
+
+    def __init__(self) -> None:
+        self.rows: list[Mapping[str, Any]] = []
+        self.down = False
+        self.batches = 0
+
+    def append_batch(self, records: Sequence[Mapping[str, Any]]) -> None:
+        if self.down:
+            raise StoreUnavailable("database unreachable")
+        if any(r.get("poison") for r in records):
+            raise StoreError("bad record")
+        self.batches += 1
+        self.rows.extend(records)
+
+
+async def test_batches_and_writes_everything() -> None:
+    store = FlakyStore()
+    writer = RoutingLogWriter(store, batch_size=50)
+    writer.start()
+    for i in range(500):
+        writer.submit({"decision_id": str(i)})
+    await writer.close()
+    assert [r["decision_id"] for r in store.rows] == [str(i) for i in range(500)]
+    assert store.batches <= 20
+
+
+async def test_outage_delays_but_loses_nothing() -> None:
+    store = FlakyStore()
+    store.down = True
+    writer = RoutingLogWriter(store, batch_size=10, retry_max=0.05)
+    writer.start()
+    for i in range(25):
+        writer.submit({"decision_id": str(i)})
+    await asyncio.sleep(0.2)
+    assert store.rows == [] and writer.pending == 25
+    assert writer.last_error is not None and "unreachable" in writer.last_error
+    store.down = False
+    await writer.close()
+    assert len(store.rows) == 25 and writer.pending == 0
+
+
+async def test_poison_record_is_set_aside_not_blocking() -> None:
+    store = FlakyStore()
+    rejected: list[str] = []
+    writer = RoutingLogWriter(store, on_poison=lambda r, e: rejected.append(r["decision_id"]))
+    writer.start()
+    writer.submit({"decision_id": "a"})
+    writer.submit({"decision_id": "b", "poison": True})
+    writer.submit({"decision_id": "c"})
+    await writer.close()
+    assert [r["decision_id"] for r in store.rows] == ["a", "c"]
+    assert rejected == ["b"]
