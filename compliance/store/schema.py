@@ -189,3 +189,36 @@ routing_decisions = Table(
     Column("record_hash", String(64)),
 )
 """The routing audit log; `prev_hash`/`record_hash` are reserved for a hash chain."""
+
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+    CheckConstraint("role IN ('admin', 'operator', 'auditor')", name="role_known"),
+)
+"""Operator tokens for the admin and audit APIs (SHA-256 hashes only; tenant keys live apart)."""
+
+config_changes = Table(
+    "config_changes",
+    metadata,
+    Column(
+        "seq",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("changed_at", UTCDateTime, nullable=False, index=True),
+    Column("actor", String(128), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("object_type", String(16), nullable=False),
+    Column("object_id", String(128), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("before", _json_nullable()),
+    Column("after", _json_nullable()),
+    Column("policy_version", Integer, nullable=False),
+)
+"""Every configuration change (region, tenant, policy): who, when, before and after."""

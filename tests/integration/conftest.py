@@ -105,6 +105,10 @@ def write_catalog(path: Path, fleet: SimulatorFleet) -> Path:
     return path
 
 
+HTTP = httpx.Client(timeout=5.0, trust_env=False)
+"""One shared plain HTTP client (creating one per call costs an SSL context each time)."""
+
+
 class GatewayStartError(RuntimeError):
     """The gateway process exited or never became ready."""
 
@@ -187,7 +191,7 @@ class GatewayProcess:
                     f"output:\n{self.output()}"
                 )
             try:
-                response = httpx.get(f"{self.base_url}/readyz", timeout=1.0)
+                response = HTTP.get(f"{self.base_url}/readyz", timeout=1.0)
                 if response.status_code == 200:
                     return
                 last = f"HTTP {response.status_code}: {response.text}"
@@ -231,7 +235,7 @@ class GatewayProcess:
 
 def sim_post(spec: SimulatorSpec, path: str, body: Mapping[str, Any] | None = None) -> Any:
     """POST to a simulator control endpoint and return its JSON."""
-    response = httpx.post(f"{spec.base_url}{path}", json=dict(body or {}), timeout=5.0)
+    response = HTTP.post(f"{spec.base_url}{path}", json=dict(body or {}))
     response.raise_for_status()
     return response.json()
 
@@ -243,7 +247,7 @@ def set_faults(fleet: SimulatorFleet, region_id: str, **faults: Any) -> None:
 
 def sim_requests(fleet: SimulatorFleet, region_id: str) -> int:
     """How many /v1 requests a simulator received since its last reset."""
-    response = httpx.get(f"{fleet.spec(region_id).base_url}/_sim/stats", timeout=5.0)
+    response = HTTP.get(f"{fleet.spec(region_id).base_url}/_sim/stats")
     response.raise_for_status()
     return int(response.json()["requests"])
 
@@ -259,7 +263,7 @@ def reset_fleet(fleet: SimulatorFleet) -> None:
 
 def readiness(gateway: GatewayProcess) -> dict[str, Any]:
     """The gateway's /readyz report."""
-    result: dict[str, Any] = httpx.get(f"{gateway.base_url}/readyz", timeout=5.0).json()
+    result: dict[str, Any] = HTTP.get(f"{gateway.base_url}/readyz").json()
     return result
 
 
