@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 from pydantic import ValidationError
 
 from compliance.pack import PolicyPackError
 from compliance.store.catalog_file import CatalogError
+from compliance.store.errors import StoreError
 from compliance.store.migrate import upgrade
 from compliance.store.policy_store import PolicyStore, StoreUnavailable
+from gateway import cli_audit, cli_audit_read, cli_regions, cli_tokens
+from gateway.cli_common import CliError
 from gateway.explain_text import explain_text
 from gateway.intake import (
     RequestRejected,
@@ -26,10 +29,6 @@ from gateway.routing.facts import RequestFacts
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.settings import LOOPBACK_NETWORKS, Settings
 from regions.geoip import GeoIpError, GeoIpLocator, bundled_database_path
-
-
-class CliError(Exception):
-    """A user error: printed as one line, exit status 2."""
 
 
 def _serve(args: argparse.Namespace, demo: bool) -> int:
@@ -58,6 +57,14 @@ def _serve(args: argparse.Namespace, demo: bool) -> int:
         )
     serve(settings)
     return 0
+
+
+def _serve_plain(args: argparse.Namespace) -> int:
+    return _serve(args, demo=False)
+
+
+def _serve_demo(args: argparse.Namespace) -> int:
+    return _serve(args, demo=True)
 
 
 def _explain(args: argparse.Namespace) -> int:
@@ -145,8 +152,16 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--tenant", help="tenant id")
     explain.add_argument("--model", help="model name")
     explain.add_argument("--json", action="store_true", help="print the decision as JSON")
+    explain.set_defaults(handler=_explain)
     db = commands.add_parser("db", help="database maintenance")
     db.add_argument("db_command", choices=["upgrade"])
+    db.set_defaults(handler=_db)
+    cli_tokens.register(commands)
+    audit = commands.add_parser("audit", help="the tamper-evident routing log")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    cli_audit.register(audit_commands)
+    cli_audit_read.register(audit_commands)
+    cli_regions.register(commands)
     return parser
 
 
@@ -154,14 +169,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gateway` console script."""
     args = build_parser().parse_args(argv)
     try:
-        if args.command in ("serve", "demo"):
-            return _serve(args, demo=args.command == "demo")
-        if args.command == "explain":
-            return _explain(args)
-        return _db(args)
-    except (CliError, CatalogError, GeoIpError, PolicyPackError, StoreUnavailable) as exc:
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except (
+        CliError,
+        CatalogError,
+        GeoIpError,
+        PolicyPackError,
+        StoreError,
+        StoreUnavailable,
+    ) as exc:
         print(f"gateway: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except ValidationError as exc:
         first = exc.errors()[0]
         print(f"gateway: error: setting {first['loc'][0]}: {first['msg']}", file=sys.stderr)

@@ -16,6 +16,7 @@ from opentelemetry.trace import Tracer
 
 from compliance.privacy import IpPseudonymiser
 from compliance.routing_log import RoutingLogWriter
+from compliance.store.access_store import AccessStore
 from compliance.store.policy_store import PolicyStore, StoreUnavailable
 from compliance.store.routing_log_store import RoutingLogStore
 from gateway.bootstrap import hmac_key
@@ -50,6 +51,7 @@ class GatewayRuntime:
             batch_size=settings.routing_log_batch_size,
             on_poison=self._set_aside,
         )
+        self.access = AccessStore(self.store.engine)
         self.locator = GeoIpLocator(settings.geoip_database or bundled_database_path())
         self.facts = FactsBuilder(self.locator, TrustedProxies(settings.trusted_proxies))
         self.pseudonymiser = IpPseudonymiser(hmac_key(settings))

@@ -19,6 +19,7 @@ import openai
 import pytest
 import yaml
 
+from compliance.store.routing_log_store import RoutingLogStore
 from regions.simulator.fleet import SimulatorFleet, SimulatorSpec, free_port
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -146,6 +147,7 @@ class GatewayProcess:
         self.env.pop("GATEWAY_DATABASE_URL", None)
         self.process: subprocess.Popen[bytes] | None = None
         self._log_path: Path | None = None
+        self._log_store: RoutingLogStore | None = None
 
     @property
     def base_url(self) -> str:
@@ -161,6 +163,22 @@ class GatewayProcess:
     def database_url(self) -> str:
         """SQLAlchemy URL of the gateway's database."""
         return f"sqlite:///{self.database_path}"
+
+    @property
+    def routing_log(self) -> RoutingLogStore:
+        """A reader of the gateway's routing log."""
+        if self._log_store is None:
+            self._log_store = RoutingLogStore(self.database_url)
+        return self._log_store
+
+    def record(self, decision_id: str, timeout: float = 3.0) -> dict[str, Any]:
+        """The routing record of `decision_id`, waiting for the batched writer."""
+        deadline = time.monotonic() + timeout
+        while (row := self.routing_log.get(decision_id)) is None:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no routing record for {decision_id} after {timeout}s")
+            time.sleep(0.05)
+        return row
 
     def output(self) -> str:
         """Everything the process printed so far (stdout and stderr)."""
@@ -207,6 +225,9 @@ class GatewayProcess:
 
     def stop(self, grace: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `grace` seconds; idempotent."""
+        if self._log_store is not None:
+            self._log_store.close()
+            self._log_store = None
         process = self.process
         if process is None or process.poll() is not None:
             return

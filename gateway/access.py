@@ -1,0 +1,72 @@
+"""Role checks for the admin and audit APIs: 401 without a valid operator token, 403 otherwise.
+
+Tenant API keys never reach these endpoints: they are recognised and refused explicitly.
+Every refusal is logged (with the path and reason, never the token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import Request
+
+from compliance.store.access_store import AccessStore, Principal, Role
+from gateway.intake import RequestRejected, bearer_token
+from gateway.routing.snapshot import RoutingSnapshot
+
+logger = logging.getLogger("gateway.access")
+
+READ_AUDIT = frozenset({Role.AUDITOR, Role.ADMIN})
+WRITE_REGIONS = frozenset({Role.ADMIN, Role.OPERATOR})
+READ_CONFIG = frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR})
+WRITE_POLICY = frozenset({Role.ADMIN})
+
+
+def _refuse(request: Request, status: int, message: str, code: str) -> RequestRejected:
+    client = request.client.host if request.client else "-"
+    logger.warning(
+        "access refused: %s %s from %s: %s", request.method, request.url.path, client, message
+    )
+    return RequestRejected(status, message, code)
+
+
+def require(
+    roles: frozenset[Role],
+    store: Callable[[], AccessStore],
+    snapshot: Callable[[], RoutingSnapshot],
+) -> Callable[[Request], Awaitable[Principal]]:
+    """A FastAPI dependency admitting operator tokens whose role is in `roles`."""
+    allowed = ", ".join(sorted(r.value for r in roles))
+
+    async def dependency(request: Request) -> Principal:
+        token = bearer_token(request.scope)
+        if token is None:
+            raise _refuse(
+                request,
+                401,
+                "missing operator token: send 'Authorization: Bearer <token>'",
+                "missing_token",
+            )
+        if snapshot().policy.tenant_for_key(token) is not None:
+            raise _refuse(
+                request,
+                403,
+                "tenant API keys cannot use admin or audit endpoints",
+                "tenant_key_refused",
+            )
+        principal = await asyncio.to_thread(store().authenticate, token)
+        if principal is None:
+            raise _refuse(request, 401, "invalid or revoked operator token", "invalid_token")
+        if principal.role not in roles:
+            raise _refuse(
+                request,
+                403,
+                f"role {principal.role.value} may not do this (needs one of: {allowed})",
+                "forbidden",
+            )
+        request.state.principal = principal
+        return principal
+
+    return dependency

@@ -1,0 +1,63 @@
+"""`gateway tokens`: create, list and revoke operator tokens (admin, operator, auditor)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from compliance.store.access_store import AccessStore, Role
+from compliance.store.migrate import upgrade
+from gateway.cli_common import CliError
+from gateway.settings import Settings
+
+
+def _store() -> AccessStore:
+    url = Settings().resolved_database_url
+    upgrade(url)
+    return AccessStore(url)
+
+
+def _create(args: argparse.Namespace) -> int:
+    store = _store()
+    try:
+        token = store.create(args.name, Role(args.role))
+    finally:
+        store.close()
+    print(token)
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    store = _store()
+    try:
+        for name, role, created, revoked in store.list():
+            state = f"revoked {revoked.isoformat()}" if revoked else "active"
+            print(f"{name}\t{role.value}\t{created.isoformat()}\t{state}")
+    finally:
+        store.close()
+    return 0
+
+
+def _revoke(args: argparse.Namespace) -> int:
+    store = _store()
+    try:
+        if not store.revoke(args.name):
+            raise CliError(f"no active token named {args.name!r}")
+    finally:
+        store.close()
+    print(f"revoked {args.name}")
+    return 0
+
+
+def register(commands: Any) -> None:
+    """Add `tokens create|list|revoke` to the top-level subcommands."""
+    tokens = commands.add_parser("tokens", help="operator tokens for admin and audit APIs")
+    sub = tokens.add_subparsers(dest="tokens_command", required=True)
+    create = sub.add_parser("create", help="create a token and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--role", required=True, choices=[r.value for r in Role])
+    create.set_defaults(handler=_create)
+    sub.add_parser("list", help="list tokens").set_defaults(handler=_list)
+    revoke = sub.add_parser("revoke", help="revoke a token by name")
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=_revoke)
