@@ -9,7 +9,8 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import ORJSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.asgi import ASGIApp, Receive, Scope, Send, openai_error
@@ -68,6 +69,10 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
     async def readyz() -> ORJSONResponse:
         report = runtime.readiness()
         return ORJSONResponse(report, status_code=200 if report["ready"] else 503)
+
+    @api.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:

@@ -145,6 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="start a simulator for every loopback region",
         )
+        sub.set_defaults(handler=_serve_demo if name == "demo" else _serve_plain)
     explain = commands.add_parser("explain", help="explain a routing decision, forwarding nothing")
     explain.add_argument("--ip", help="client address")
     explain.add_argument("--subject-country", help="declared data-subject country (ISO code)")

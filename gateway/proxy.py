@@ -263,7 +263,7 @@ class InferenceProxy:
                 span.set_attribute("residency.served_region", region_id)
                 span.set_attribute("http.response.status_code", response.status)
                 try:
-                    await _relay(send, response, headers)
+                    first_chunk_at = await _relay(send, response, headers)
                 except UpstreamError as exc:
                     attempts.append(
                         Attempt(
@@ -287,6 +287,10 @@ class InferenceProxy:
                 finally:
                     response.release()
                 attempts.append(Attempt(region_id, "ok", response.status, _ms(tried)))
+                rt.metrics.upstream_ttfb.record(first_chunk_at - tried, {"region": region_id})
+                rt.metrics.upstream_duration.record(
+                    time.perf_counter() - tried, {"region": region_id}
+                )
                 outcome = Outcome.ROUTED if response.status < 500 else Outcome.UPSTREAM_ERROR
                 self._record(decision, outcome, response.status, region_id, attempts, span, started)
                 return
@@ -303,6 +307,15 @@ class InferenceProxy:
         started: float,
     ) -> None:
         context = span.get_span_context()
+        self._rt.metrics.requests.add(
+            1,
+            {
+                "region": served or "none",
+                "tenant": decision.facts.tenant_id or "none",
+                "outcome": outcome.value,
+            },
+        )
+        self._rt.metrics.decision_duration.record(sum(decision.stage_ns) / 1e9)
         self._rt.routing_log.submit(
             routing_record(
                 decision,
@@ -321,8 +334,11 @@ def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
 
 
-async def _relay(send: Send, response: UpstreamResponse, headers: RawHeaders) -> None:
-    """Pass status, headers and body chunks through as they arrive, unbuffered."""
+async def _relay(send: Send, response: UpstreamResponse, headers: RawHeaders) -> float:
+    """Pass status, headers and body chunks through as they arrive, unbuffered.
+
+    Returns when the first body chunk arrived (perf_counter seconds).
+    """
     length = next((int(v) for k, v in response.headers if k == b"content-length"), None)
     await send(
         {
@@ -332,10 +348,14 @@ async def _relay(send: Send, response: UpstreamResponse, headers: RawHeaders) ->
         }
     )
     sent = 0
+    first_chunk_at = 0.0
     async for chunk in response.chunks():
+        if not sent:
+            first_chunk_at = time.perf_counter()
         sent += len(chunk)
         if sent == length:  # the known last chunk closes the response in one message
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
-            return
+            return first_chunk_at
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
     await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return first_chunk_at or time.perf_counter()

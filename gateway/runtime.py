@@ -22,6 +22,7 @@ from compliance.store.routing_log_store import RoutingLogStore
 from gateway.bootstrap import hmac_key
 from gateway.client_address import TrustedProxies
 from gateway.intake import FactsBuilder
+from gateway.metrics import GatewayMetrics, RuntimeGauges
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.settings import Settings
 from gateway.telemetry import TRACER_NAME, build_tracer_provider
@@ -65,6 +66,15 @@ class GatewayRuntime:
             ),
             settings.upstream_max_connections,
         )
+        self.metrics = GatewayMetrics(
+            settings.otel_service_name,
+            RuntimeGauges(
+                regions_by_status=self._regions_by_status,
+                snapshot_age_seconds=lambda: time.monotonic() - self.snapshot_loaded_at,
+                audit_spool_depth=lambda: self.routing_log.pending,
+                database_up=lambda: self.database_ok,
+            ),
+        )
         self.health_tracker = HealthTracker(fall=settings.health_fall, rise=settings.health_rise)
         self._snapshot: RoutingSnapshot | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -79,6 +89,17 @@ class GatewayRuntime:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("ab") as handle:
             handle.write(orjson.dumps({"error": error, "record": record}) + b"\n")
+
+    def _regions_by_status(self) -> dict[tuple[str, bool], int]:
+        counts: dict[tuple[str, bool], int] = {}
+        snapshot = self._snapshot
+        if snapshot is None:
+            return counts
+        for region in snapshot.policy.regions:
+            health = snapshot.health.get(region.id)
+            key = (region.status.value, health is None or health.healthy)
+            counts[key] = counts.get(key, 0) + 1
+        return counts
 
     @property
     def snapshot(self) -> RoutingSnapshot:
@@ -171,5 +192,6 @@ class GatewayRuntime:
         await self.routing_log.close()
         await self.upstream.close()
         self.tracer_provider.shutdown()
+        self.metrics.shutdown()
         self.locator.close()
         self.store.close()

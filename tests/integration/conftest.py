@@ -12,7 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Protocol, Self
 
 import httpx
 import openai
@@ -300,8 +300,15 @@ def wait_all_healthy(gateway: GatewayProcess, timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
+class Served(Protocol):
+    """Anything serving the gateway's API at `base_url`."""
+
+    @property
+    def base_url(self) -> str: ...
+
+
 def openai_client(
-    gateway: GatewayProcess,
+    gateway: Served,
     ip: str | None = None,
     *,
     api_key: str = DEMO_KEY,

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import httpx
 import openai
 import pytest
-from regions.simulator.fleet import SimulatorFleet
 
+from regions.simulator.fleet import SimulatorFleet
 from tests.integration.conftest import (
     ACME_KEY,
     BROKER_KEY,
@@ -261,5 +262,5 @@ def test_streaming_is_not_buffered(gateway: GatewayProcess, fleet: SimulatorFlee
     assert len(arrivals) == 16
     assert arrivals[-1] - arrivals[0] > 0.5
     assert arrivals[0] < arrivals[-1] - 0.5
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert sum(1 for g in gaps if g > 0.02) >= 10, gaps
