@@ -91,6 +91,28 @@ def _tenant_exclusion(tenant: Tenant | None, region: Region) -> str | None:
     return None
 
 
+def _triggers(
+    regime: Regime, jurisdictions: frozenset[str], tenant: Tenant | None
+) -> tuple[str, ...]:
+    """What makes a regime apply: a governed jurisdiction, or a tenant flag the regime keys on.
+
+    A tenant flagged as regulated (e.g. `sebi_regulated`) is under that regulator wherever its
+    clients are, so the flag alone brings the regime in.
+    """
+    countries = tuple(sorted(regime.countries & jurisdictions))
+    if tenant is None or not tenant.flags:
+        return countries
+    flags = sorted(
+        {
+            f"tenant flag {flag}"
+            for rule in regime.rules
+            if rule.tenant_flags and rule.tenant_flags <= tenant.flags
+            for flag in rule.tenant_flags
+        }
+    )
+    return countries + tuple(flags)
+
+
 def evaluate(
     regimes: Iterable[Regime],
     regions: Sequence[Region],
@@ -101,13 +123,14 @@ def evaluate(
 ) -> PolicyEvaluation:
     """Allowed regions = intersection of what every applicable rule permits, narrowed by tenant.
 
-    A regime applies when it is enabled and governs one of `jurisdictions`. A region is allowed
+    A regime applies when it is enabled and governs one of `jurisdictions` (or the tenant carries
+    a flag one of its rules keys on). A region is allowed
     only if every applied rule of every applicable regime permits it and tenant policy keeps it.
     """
     applications: list[RegimeApplication] = []
     rules: list[Rule] = []
     for regime in regimes:
-        triggered = tuple(sorted(regime.countries & jurisdictions))
+        triggered = _triggers(regime, jurisdictions, tenant)
         if not regime.enabled or not triggered:
             continue
         applied, waived = applicable_rules(regime, data_class, tenant, on)

@@ -5,19 +5,27 @@ from __future__ import annotations
 from datetime import date
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
 
 from compliance.jurisdictions import DataClass
 from compliance.model import ANYWHERE, Destination, Regime, Rule
+from regions.catalog import KNOWN_ATTESTATIONS
 
 DEFAULT_PACK = "default.yaml"
 
 
 class PolicyPackError(ValueError):
-    """A policy pack that cannot be read; the message names the place and the problem."""
+    """A policy pack that cannot be read; the message names the place and the problem.
+
+    `field` is where the problem is (e.g. `rules.0.destinations`), if known.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _check_country(code: str) -> str:
@@ -36,6 +44,14 @@ class _DestinationSpec(BaseModel):
     @classmethod
     def _countries(cls, value: list[str]) -> list[str]:
         return [_check_country(c) for c in value]
+
+    @field_validator("attestation")
+    @classmethod
+    def _attestation(cls, value: str | None) -> str | None:
+        if value is not None and value not in KNOWN_ATTESTATIONS:
+            known = ", ".join(sorted(KNOWN_ATTESTATIONS))
+            raise ValueError(f"{value!r} is not a known attestation (known: {known})")
+        return value
 
 
 class _RuleSpec(BaseModel):
@@ -64,13 +80,16 @@ class _RegimeSpec(BaseModel):
     name: str
     countries: list[str]
     source: str
-    enabled: bool = True
+    enabled: StrictBool = True  # "yes" must not switch a law on
     rules: list[_RuleSpec]
 
     @field_validator("countries")
     @classmethod
     def _countries(cls, value: list[str]) -> list[str]:
         return [_check_country(c) for c in value]
+
+
+_Spec = TypeVar("_Spec", bound=BaseModel)
 
 
 class _PackSpec(BaseModel):
@@ -101,30 +120,48 @@ def _to_rule(regime_id: str, spec: _RuleSpec) -> Rule:
     )
 
 
-def parse_pack(document: Any, origin: str = "<pack>") -> tuple[str, tuple[Regime, ...]]:
-    """Turn a parsed YAML document into (version label, regimes)."""
+def _to_regime(spec: _RegimeSpec) -> Regime:
+    return Regime(
+        id=spec.id,
+        name=spec.name,
+        countries=frozenset(spec.countries),
+        rules=tuple(_to_rule(spec.id, rule) for rule in spec.rules),
+        source=spec.source,
+        enabled=spec.enabled,
+    )
+
+
+def _validate(model: type[_Spec], document: Any, prefix: str) -> _Spec:
     try:
-        pack = _PackSpec.model_validate(document)
+        return model.model_validate(document)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        raise PolicyPackError(f"{origin}: {where}: {first['msg']}") from None
-    regimes = tuple(
-        Regime(
-            id=r.id,
-            name=r.name,
-            countries=frozenset(r.countries),
-            rules=tuple(_to_rule(r.id, rule) for rule in r.rules),
-            source=r.source,
-            enabled=r.enabled,
-        )
-        for r in pack.regimes
-    )
+        error = first.get("ctx", {}).get("error")
+        problem = str(error) if isinstance(error, ValueError) else first["msg"]
+        raise PolicyPackError(f"{prefix}{where}: {problem}", where or None) from None
+
+
+def _check_unique_rules(regimes: tuple[Regime, ...], prefix: str) -> None:
     ids = [rule.id for regime in regimes for rule in regime.rules]
     duplicates = sorted({i for i in ids if ids.count(i) > 1})
     if duplicates:
-        raise PolicyPackError(f"{origin}: duplicate rule ids: {', '.join(duplicates)}")
+        raise PolicyPackError(f"{prefix}duplicate rule ids: {', '.join(duplicates)}", "rules")
+
+
+def parse_pack(document: Any, origin: str = "<pack>") -> tuple[str, tuple[Regime, ...]]:
+    """Turn a parsed YAML document into (version label, regimes)."""
+    pack = _validate(_PackSpec, document, f"{origin}: ")
+    regimes = tuple(_to_regime(r) for r in pack.regimes)
+    _check_unique_rules(regimes, f"{origin}: ")
     return pack.version_label, regimes
+
+
+def parse_regime(document: Any) -> Regime:
+    """One regime mapping (a pack `regimes` item, or an admin API body)."""
+    regime = _to_regime(_validate(_RegimeSpec, document, ""))
+    _check_unique_rules((regime,), "")
+    return regime
 
 
 def load_pack(path: Path | None = None) -> tuple[str, tuple[Regime, ...]]:

@@ -1,4 +1,12 @@
-"""Routing log writer: records leave the response path at once, reach the store in batches."""
+"""Routing log writer: every record is fsynced to the local spool, then stored in batches.
+
+`strict` durability: `record()` returns once the record is fsynced (group commit: one fsync
+for every record that arrived meanwhile), so a response can be held back until its record is
+safe. `relaxed`: `record()` returns at once. Either way the database gets each record exactly
+once: a background task reads durable records back from the spool, stores them (skipping any
+the database already has, e.g. after a crash between store and acknowledgement) and
+acknowledges them; records are kept while the database is down and replayed after a restart.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +14,43 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from datetime import datetime
+from typing import Any, Literal, Protocol
 
+import orjson
+
+from compliance.audit.spool import Position, Spool, SpoolError
 from compliance.store.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
 Record = Mapping[str, Any]
+Durability = Literal["strict", "relaxed"]
+_TIMESTAMPS = ("decided_at",)
 
 
 class RoutingLogSink(Protocol):
     """Where batches of routing records end up (the database store)."""
 
-    def append_batch(self, records: Sequence[Record]) -> None:
-        """Persist all records in one transaction or raise."""
+    def append_batch(self, records: Sequence[Record], *, skip_existing: bool = False) -> int:
+        """Persist all records in one transaction (leaving out stored ones) or raise."""
+        ...
+
+
+class PeriodicJob(Protocol):
+    """Work run after stored batches when due (checkpoints, retention)."""
+
+    run_at_close: bool
+
+    def note(self, appended: int) -> None:
+        """Count records this process stored."""
+
+    def due(self) -> bool:
+        """True when `run` should be called."""
+        ...
+
+    def run(self) -> object:
+        """Do the work (blocking; may raise StoreUnavailable)."""
         ...
 
 
@@ -30,100 +61,208 @@ def _log_poison(record: Record, error: str) -> None:
     logger.error("routing record %s rejected by the store: %s", record.get("decision_id"), error)
 
 
-class RoutingLogWriter:
-    """Queues records in memory and writes them in batches from a background task.
+def encode(record: Record) -> bytes:
+    """A record as spool bytes (JSON; timestamps ISO 8601)."""
+    return orjson.dumps(record)
 
-    `submit` never blocks and never drops: a failed batch stays at the head of the queue and is
-    retried with back-off, so a database outage delays records but does not lose them. A batch
-    the store rejects for its content is retried record by record; a record that still fails
-    goes to `on_poison` (so one bad record cannot block the queue).
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """The record `encode` wrote."""
+    record: dict[str, Any] = orjson.loads(payload)
+    for name in _TIMESTAMPS:
+        if isinstance(record.get(name), str):
+            record[name] = datetime.fromisoformat(record[name])
+    return record
+
+
+class RoutingLogWriter:
+    """Spool first, database second (see the module docstring).
+
+    A failed database write is retried with back-off (records stay in the spool); a batch the
+    store rejects for its content is retried record by record and a record that still fails
+    goes to `on_poison`, so one bad record cannot block the log.
     """
 
     def __init__(
         self,
         sink: RoutingLogSink,
+        spool: Spool,
+        *,
+        durability: Durability = "strict",
         batch_size: int = 512,
         retry_max: float = 5.0,
         linger: float = 0.01,
         on_poison: PoisonHandler = _log_poison,
+        jobs: Sequence[PeriodicJob] = (),
+        job_interval: float = 1.0,
     ) -> None:
         self._sink = sink
-        self._on_poison = on_poison
-        self._linger = linger
+        self._spool = spool
+        self.durability = durability
         self._batch_size = batch_size
         self._retry_max = retry_max
-        self._queue: deque[Record] = deque()
+        self._linger = linger
+        self._on_poison = on_poison
+        self._jobs = tuple(jobs)
+        self._job_interval = job_interval
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._position = Position(0, 0)
         self._closing = False
         self.written = 0
         self.last_error: str | None = None
 
     @property
     def pending(self) -> int:
-        """Records accepted but not yet in the store."""
-        return len(self._queue)
+        """Records accepted (or recovered from the spool) but not yet in the database."""
+        return self._spool.pending
 
     def start(self) -> None:
-        """Start the background writer on the running loop."""
+        """Open the spool (replaying what a previous process left) and start storing."""
+        self._loop = asyncio.get_running_loop()
+        self._spool.open(self._flushed_from_thread)
+        self._position = self._spool.ack_position
         self._task = asyncio.create_task(self._run(), name="routing-log-writer")
 
-    def submit(self, record: Record) -> None:
-        """Accept one record for writing."""
-        self._queue.append(record)
-        if len(self._queue) == 1 or len(self._queue) >= self._batch_size:
-            self._wakeup.set()
+    def submit(self, record: Record) -> asyncio.Future[None]:
+        """Spool one record; the future completes when it is fsynced (SpoolError if it fails)."""
+        assert self._loop is not None, "start() first"
+        number = self._spool.append(encode(record))
+        future = self._loop.create_future()
+        self._waiters.append((number, future))
+        return future
+
+    async def record(self, record: Record) -> None:
+        """Spool one record; in strict mode, return once it is durable."""
+        if self.durability == "strict":
+            await self.submit(record)
+        else:
+            assert self._loop is not None, "start() first"
+            self._spool.append(encode(record))
+
+    def _flushed_from_thread(self, count: int, error: BaseException | None) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._flushed, count, error)
+
+    def _flushed(self, count: int, error: BaseException | None) -> None:
+        waiters = self._waiters
+        while waiters and (error is not None or waiters[0][0] <= count):
+            _, future = waiters.popleft()
+            if future.done():
+                continue
+            if error is None:
+                future.set_result(None)
+            else:
+                future.set_exception(SpoolError(f"audit spool write failed: {error}"))
+        self._wakeup.set()
 
     async def _run(self) -> None:
         delay = 0.05
         while True:
-            if not self._queue:
+            closing = self._closing  # then this drain sees all records (close() flushes first)
+            try:
+                stored = await asyncio.to_thread(self._drain_once)
+            except Exception as exc:  # records stay in the spool; the store may come back
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                if isinstance(exc, StoreUnavailable):
+                    logger.warning("routing log write failed, will retry: %s", self.last_error)
+                else:
+                    logger.exception("routing log write failed, will retry")
                 if self._closing:
                     return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                if len(self._queue) < self._batch_size and not self._closing:
-                    await asyncio.sleep(self._linger)  # let a batch gather under load
-                continue
-            batch = [self._queue[i] for i in range(min(self._batch_size, len(self._queue)))]
-            try:
-                await asyncio.to_thread(self._write, batch)
-            except StoreUnavailable as exc:  # keep the records; the store may come back
-                self.last_error = f"{type(exc).__name__}: {exc}"
-                logger.warning("routing log write failed, will retry: %s", self.last_error)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._retry_max)
                 continue
-            for _ in batch:
-                self._queue.popleft()
-            self.written += len(batch)
-            self.last_error = None
             delay = 0.05
+            if stored:
+                self.last_error = None
+                await self._run_jobs(stored)
+                continue
+            if closing:
+                return
+            if self._closing:
+                continue  # close() began during this drain: one more
+            await self._idle()
 
-    def _write(self, batch: list[Record]) -> None:
+    async def _idle(self) -> None:
+        self._wakeup.clear()
         try:
-            self._sink.append_batch(batch)
+            await asyncio.wait_for(self._wakeup.wait(), self._job_interval)
+        except TimeoutError:
+            await self._run_jobs(0)
             return
+        if not self._closing:
+            await asyncio.sleep(self._linger)  # let a batch gather under load
+
+    async def _run_jobs(self, stored: int) -> None:
+        for job in self._jobs:
+            job.note(stored)
+            if job.due():
+                await self._run_job(job)
+
+    @staticmethod
+    async def _run_job(job: PeriodicJob) -> None:
+        try:
+            await asyncio.to_thread(job.run)
+        except StoreUnavailable as exc:
+            logger.warning("audit job %s postponed: %s", type(job).__name__, exc)
+        except Exception:
+            logger.exception("audit job %s failed", type(job).__name__)
+
+    def _drain_once(self) -> int:
+        """Store one batch of durable spooled records; returns how many were read."""
+        payloads, after = self._spool.read(self._position, self._batch_size)
+        if not payloads:
+            return 0
+        records: list[Record] = []
+        for payload in payloads:
+            try:
+                records.append(decode(payload))
+            except ValueError as exc:
+                self._on_poison({"spool_payload": payload.decode("utf-8", "replace")}, str(exc))
+        self.written += self._write(records)
+        self._spool.acknowledge(after, len(payloads))
+        self._position = after
+        return len(payloads)
+
+    def _write(self, batch: list[Record]) -> int:
+        try:
+            return self._sink.append_batch(batch, skip_existing=True)
         except StoreUnavailable:
             raise
         except Exception:
             pass
+        written = 0
         for record in batch:  # isolate the record(s) the store refuses
             try:
-                self._sink.append_batch([record])
+                written += self._sink.append_batch([record], skip_existing=True)
             except StoreUnavailable:
                 raise
             except Exception as exc:
                 self._on_poison(record, f"{type(exc).__name__}: {exc}")
+        return written
 
     async def close(self, grace: float = 10.0) -> None:
-        """Write what is queued (up to `grace` seconds), then stop."""
+        """Store what is spooled (up to `grace` seconds), then stop; the rest waits in the spool."""
+        await asyncio.to_thread(self._spool.flush)
         self._closing = True
         self._wakeup.set()
-        if self._task is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(self._task), grace)
-        except TimeoutError:
-            logger.error("routing log: %d records not written at shutdown", len(self._queue))
-            self._task.cancel()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except TimeoutError:
+                self._task.cancel()
+                logger.error("routing log: not stored within %gs; the spool keeps the rest", grace)
+                return  # a store call may still be running: leave the spool to process exit
+        for job in self._jobs:
+            if job.run_at_close:
+                await self._run_job(job)
+        await asyncio.to_thread(self._spool.close)
+        if self._spool.pending:
+            logger.warning(
+                "routing log: %d records left in the spool, stored at the next start",
+                self._spool.pending,
+            )

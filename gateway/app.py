@@ -11,8 +11,10 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import ORJSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from gateway import admin_api, audit_api, audit_chain_api
 from gateway.asgi import ASGIApp, Receive, Scope, Send, openai_error
 from gateway.intake import RequestRejected, authenticate, new_request_id
 from gateway.proxy import INFERENCE_PATHS, InferenceProxy, UpstreamStreamBroken
@@ -25,7 +27,9 @@ class ExplainRequest(BaseModel):
     """Facts to explain a decision for; headers X-Data-Subject-Country / X-Data-Class also apply."""
 
     model_config = ConfigDict(extra="forbid")
-    ip: str | None = Field(None, description="client address to locate; default: the caller's")
+    ip: IPvAnyAddress | None = Field(
+        None, description="client address to locate; default: the caller's"
+    )
     model: str | None = None
 
 
@@ -54,11 +58,20 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
         body = openai_error(exc.message, "invalid_request_error", exc.code, param=exc.param)
         return ORJSONResponse(body, status_code=exc.status)
 
+    @api.exception_handler(StarletteHTTPException)
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        body = openai_error(str(exc.detail), "invalid_request_error", code)
+        return ORJSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
     @api.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"] if p != "body")
         message = f"{where}: {first['msg']}" if where else str(first["msg"])
+        given = first.get("input")
+        if isinstance(given, str | int | float) and len(str(given)) <= 200:
+            message += f" (got {given!r})"
         return ORJSONResponse(openai_error(message, "invalid_request_error", "invalid_body"), 400)
 
     @api.get("/healthz")
@@ -103,10 +116,18 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
         tenant = authenticate(request.scope, snapshot.policy)
         query = body or ExplainRequest()
         facts = runtime.facts.build(
-            request.scope, tenant, query.model, new_request_id(), client_ip=query.ip
+            request.scope,
+            tenant,
+            query.model,
+            new_request_id(),
+            client_ip=str(query.ip) if query.ip is not None else None,
         )
         return decide(facts, snapshot).to_dict()
 
+    api.include_router(admin_api.router(runtime))
+    api.include_router(audit_api.router(runtime))
+    api.include_router(audit_chain_api.router(runtime))
+    api.mount("/console", audit_api.console_app(), name="console")
     return api
 
 

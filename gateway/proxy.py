@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from opentelemetry import trace
@@ -185,8 +187,8 @@ class InferenceProxy:
         )
         span.set_attribute("http.response.status_code", status)
         span.set_status(Status(StatusCode.ERROR, code))
+        await self._record(decision, outcome, status, None, attempts, span, started)
         await send_json(send, status, body, headers)
-        self._record(decision, outcome, status, None, attempts, span, started)
 
     def _still_allowed(self, decision: Decision, region_id: str) -> bool:
         """Re-check a hop against the newest snapshot: a reload may have narrowed the set."""
@@ -234,11 +236,14 @@ class InferenceProxy:
                 continue
             region = snapshot.policy.region_by_id[region_id]
             last = number == len(route)
-            with self._tracer.start_as_current_span(
-                "upstream.attempt",
-                kind=SpanKind.CLIENT,
-                attributes={"residency.region": region_id, "upstream.attempt": number},
-            ) as attempt_span:
+            with (
+                rt.inflight.track(region_id),  # until the answer or stream ends: drain waits
+                self._tracer.start_as_current_span(
+                    "upstream.attempt",
+                    kind=SpanKind.CLIENT,
+                    attributes={"residency.region": region_id, "upstream.attempt": number},
+                ) as attempt_span,
+            ):
                 carrier: dict[str, str] = {}
                 inject(carrier)
                 tried = time.perf_counter()
@@ -263,7 +268,17 @@ class InferenceProxy:
                 span.set_attribute("residency.served_region", region_id)
                 span.set_attribute("http.response.status_code", response.status)
                 try:
-                    first_chunk_at = await _relay(send, response, headers)
+                    served = functools.partial(
+                        self._record_served,
+                        decision,
+                        attempts,
+                        region_id,
+                        response.status,
+                        tried,
+                        span,
+                        started,
+                    )
+                    first_chunk_at = await _relay(send, response, headers, served)
                 except UpstreamError as exc:
                     attempts.append(
                         Attempt(
@@ -274,7 +289,7 @@ class InferenceProxy:
                         )
                     )
                     attempt_span.set_status(Status(StatusCode.ERROR, exc.detail))
-                    self._record(
+                    await self._record(
                         decision,
                         Outcome.UPSTREAM_ERROR,
                         response.status,
@@ -286,17 +301,29 @@ class InferenceProxy:
                     raise UpstreamStreamBroken(f"{region_id}: {exc.detail}") from None
                 finally:
                     response.release()
-                attempts.append(Attempt(region_id, "ok", response.status, _ms(tried)))
                 rt.metrics.upstream_ttfb.record(first_chunk_at - tried, {"region": region_id})
                 rt.metrics.upstream_duration.record(
                     time.perf_counter() - tried, {"region": region_id}
                 )
-                outcome = Outcome.ROUTED if response.status < 500 else Outcome.UPSTREAM_ERROR
-                self._record(decision, outcome, response.status, region_id, attempts, span, started)
                 return
         await self._refuse(send, decision, Outcome.UPSTREAM_ERROR, attempts, headers, span, started)
 
-    def _record(
+    async def _record_served(
+        self,
+        decision: Decision,
+        attempts: list[Attempt],
+        region_id: str,
+        status: int,
+        tried: float,
+        span: Span,
+        started: float,
+    ) -> None:
+        """Log a forwarded answer; runs just before the message that completes its body."""
+        attempts.append(Attempt(region_id, "ok", status, _ms(tried)))
+        outcome = Outcome.ROUTED if status < 500 else Outcome.UPSTREAM_ERROR
+        await self._record(decision, outcome, status, region_id, attempts, span, started)
+
+    async def _record(
         self,
         decision: Decision,
         outcome: Outcome,
@@ -306,6 +333,7 @@ class InferenceProxy:
         span: Span,
         started: float,
     ) -> None:
+        """Log the decision; with strict durability, return once its record is fsynced."""
         context = span.get_span_context()
         self._rt.metrics.requests.add(
             1,
@@ -316,7 +344,7 @@ class InferenceProxy:
             },
         )
         self._rt.metrics.decision_duration.record(sum(decision.stage_ns) / 1e9)
-        self._rt.routing_log.submit(
+        await self._rt.routing_log.record(
             routing_record(
                 decision,
                 outcome=outcome,
@@ -334,9 +362,16 @@ def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
 
 
-async def _relay(send: Send, response: UpstreamResponse, headers: RawHeaders) -> float:
+async def _relay(
+    send: Send,
+    response: UpstreamResponse,
+    headers: RawHeaders,
+    before_end: Callable[[], Awaitable[None]],
+) -> float:
     """Pass status, headers and body chunks through as they arrive, unbuffered.
 
+    `before_end` runs before the message completing the body (the routing record is made
+    durable there: no client holds a complete answer whose record could still be lost).
     Returns when the first body chunk arrived (perf_counter seconds).
     """
     length = next((int(v) for k, v in response.headers if k == b"content-length"), None)
@@ -354,8 +389,10 @@ async def _relay(send: Send, response: UpstreamResponse, headers: RawHeaders) ->
             first_chunk_at = time.perf_counter()
         sent += len(chunk)
         if sent == length:  # the known last chunk closes the response in one message
+            await before_end()
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
             return first_chunk_at
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await before_end()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return first_chunk_at or time.perf_counter()

@@ -17,10 +17,13 @@ from opentelemetry.trace import Tracer
 from compliance.privacy import IpPseudonymiser
 from compliance.routing_log import RoutingLogWriter
 from compliance.store.access_store import AccessStore
+from compliance.store.change_feed import ChangeFeed, supports_notify
 from compliance.store.policy_store import PolicyStore, StoreUnavailable
 from compliance.store.routing_log_store import RoutingLogStore
+from gateway.audit_setup import audit_chain, routing_log_writer
 from gateway.bootstrap import hmac_key
 from gateway.client_address import TrustedProxies
+from gateway.inflight import InFlight
 from gateway.intake import FactsBuilder
 from gateway.metrics import GatewayMetrics, RuntimeGauges
 from gateway.routing.snapshot import RoutingSnapshot
@@ -47,10 +50,9 @@ class GatewayRuntime:
     ) -> None:
         self.settings = settings
         self.store = PolicyStore(settings.resolved_database_url)
-        self.routing_log = RoutingLogWriter(
-            RoutingLogStore(self.store.engine),
-            batch_size=settings.routing_log_batch_size,
-            on_poison=self._set_aside,
+        self.audit = audit_chain(settings, self.store.engine)
+        self.routing_log: RoutingLogWriter = routing_log_writer(
+            settings, self.audit, RoutingLogStore(self.store.engine), self._set_aside
         )
         self.access = AccessStore(self.store.engine)
         self.locator = GeoIpLocator(settings.geoip_database or bundled_database_path())
@@ -76,11 +78,21 @@ class GatewayRuntime:
             ),
         )
         self.health_tracker = HealthTracker(fall=settings.health_fall, rise=settings.health_rise)
+        self.inflight = InFlight()
         self._snapshot: RoutingSnapshot | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.database_ok = True
         self.database_error: str | None = None
         self.snapshot_loaded_at = 0.0
+        self._refresh_wanted = asyncio.Event()
+        self.change_feed: ChangeFeed | None = None
+        if settings.change_feed and supports_notify(settings.resolved_database_url):
+            self.change_feed = ChangeFeed(
+                settings.resolved_database_url,
+                self.request_refresh,
+                reconnect_max=settings.change_feed_reconnect_max,
+                ping_interval=settings.change_feed_ping_interval,
+            )
 
     def _set_aside(self, record: Mapping[str, Any], error: str) -> None:
         """Keep a record the store refused in a local file, so it is never silently lost."""
@@ -130,30 +142,44 @@ class GatewayRuntime:
             asyncio.create_task(self._refresh_forever(), name="snapshot-refresh"),
             asyncio.create_task(prober.run(), name="health-prober"),
         ]
+        if self.change_feed is not None:
+            self._tasks.append(asyncio.create_task(self.change_feed.run(), name="change-feed"))
 
     async def refresh(self) -> bool:
         """Reload the snapshot if the policy version changed; True if a new one was swapped in."""
+        policy = None
         try:
             version = await asyncio.to_thread(self.store.current_version)
             if version != self.snapshot.policy.version:
                 policy = await asyncio.to_thread(self.store.load_snapshot)
-                self._snapshot = self.snapshot.with_policy(policy)
-                logger.info("policy snapshot v%d loaded", policy.version)
-                self.snapshot_loaded_at = time.monotonic()
-                return True
-            self.snapshot_loaded_at = time.monotonic()
         except StoreUnavailable as exc:
             # Fail closed: keep routing on the last good snapshot; never widen on an outage.
             if self.database_ok:
                 logger.error("policy database unreachable, keeping snapshot: %s", exc)
             self.database_ok, self.database_error = False, str(exc)
             return False
+        if not self.database_ok:
+            logger.warning("policy database reachable again")
         self.database_ok, self.database_error = True, None
-        return False
+        self.snapshot_loaded_at = time.monotonic()  # the age of the last confirmed-current view
+        if policy is None:
+            return False
+        self._snapshot = self.snapshot.with_policy(policy)
+        logger.info("policy snapshot v%d loaded", policy.version)
+        return True
+
+    def request_refresh(self) -> None:
+        """Ask the refresh task to check the policy version now (e.g. on a NOTIFY)."""
+        self._refresh_wanted.set()
 
     async def _refresh_forever(self) -> None:
+        # One task does every refresh, so requests for one coalesce and never run concurrently.
         while True:
-            await asyncio.sleep(self.settings.snapshot_refresh_interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._refresh_wanted.wait(), self.settings.snapshot_refresh_interval
+                )
+            self._refresh_wanted.clear()
             try:
                 await self.refresh()
             except Exception:
@@ -177,6 +203,7 @@ class GatewayRuntime:
             "snapshot_age_seconds": round(time.monotonic() - self.snapshot_loaded_at, 3),
             "database_ok": self.database_ok,
             "database_error": self.database_error,
+            "policy_updates": self.change_feed.state if self.change_feed else "polling",
             "regions_total": len(snapshot.policy.regions) if snapshot else 0,
             "regions_healthy": healthy,
             "routing_log_pending": self.routing_log.pending,

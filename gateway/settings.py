@@ -45,7 +45,21 @@ class Settings(BaseSettings):
     upstream_read_timeout: float = Field(120.0, gt=0, description="max gap between body chunks")
     upstream_max_connections: int = Field(1024, ge=1)
     max_attempts: int = Field(3, ge=1, le=10)
-    snapshot_refresh_interval: float = Field(1.0, gt=0)
+    snapshot_refresh_interval: float = Field(
+        1.0,
+        gt=0,
+        description="seconds between policy version checks (SQLite: the reload path; "
+        "PostgreSQL: the safety net behind LISTEN/NOTIFY)",
+    )
+    change_feed: bool = Field(
+        True, description="on PostgreSQL, LISTEN for policy changes and reload at once"
+    )
+    change_feed_reconnect_max: float = Field(
+        5.0, gt=0, description="max seconds between reconnects of the policy change listener"
+    )
+    change_feed_ping_interval: float = Field(
+        10.0, gt=0, description="seconds of quiet after which the listener probes its connection"
+    )
     health_interval: float = Field(2.0, gt=0)
     health_timeout: float = Field(1.0, gt=0)
     health_path: str = "/healthz"
@@ -64,6 +78,34 @@ class Settings(BaseSettings):
         None, description="key for client-IP HMACs; default: a random key kept in data_dir"
     )
     routing_log_batch_size: int = Field(512, ge=1)
+    audit_durability: Literal["strict", "relaxed"] = Field(
+        "strict",
+        description="strict: a response completes only once its routing record is fsynced",
+    )
+    audit_spool_dir: Path | None = Field(
+        None, description="local spool of routing records; default: data_dir/audit-spool"
+    )
+    audit_signing_key: Path | None = Field(
+        None,
+        description="Ed25519 PEM key signing audit checkpoints and exports; "
+        "default: data_dir/audit-signing-key.pem, generated on first start",
+    )
+    audit_trusted_keys: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="public keys (PEM files, comma separated) of other signers, e.g. replicas",
+    )
+    audit_checkpoint_records: int = Field(1000, ge=1, description="sign the chain every N records")
+    audit_checkpoint_seconds: float = Field(60.0, gt=0, description="... or every T seconds")
+    audit_retention_days: int | None = Field(
+        None, ge=1, description="remove audit entries older than this; default: keep all"
+    )
+    audit_retention_interval: float = Field(3600.0, gt=0, description="seconds between prunes")
+    admin_url: str = Field(
+        "http://127.0.0.1:8080", description="gateway base URL the `gateway regions` CLI talks to"
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="operator token (admin or operator role) the `gateway regions` CLI sends"
+    )
     otel_traces_exporter: Literal["otlp", "console", "none"] = Field(
         "none",
         validation_alias=AliasChoices("OTEL_TRACES_EXPORTER", "GATEWAY_OTEL_TRACES_EXPORTER"),
@@ -78,9 +120,24 @@ class Settings(BaseSettings):
     def _parse_networks(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("audit_trusted_keys", mode="before")
+    @classmethod
+    def _parse_key_files(cls, value: object) -> object:
+        return _split_list(value)
+
     @property
     def resolved_database_url(self) -> str:
         """The database URL, defaulting to `<data_dir>/gateway.db` (SQLite)."""
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'gateway.db').resolve()}"
+
+    @property
+    def resolved_audit_spool_dir(self) -> Path:
+        """The routing-record spool directory (`<data_dir>/audit-spool` by default)."""
+        return self.audit_spool_dir or self.data_dir / "audit-spool"
+
+    @property
+    def resolved_audit_signing_key(self) -> Path:
+        """The audit signing key file (`<data_dir>/audit-signing-key.pem` by default)."""
+        return self.audit_signing_key or self.data_dir / "audit-signing-key.pem"

@@ -10,7 +10,7 @@ import re
 from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import urlsplit
 
 import yaml
@@ -26,7 +26,14 @@ REGION_ID = re.compile(r"[a-z0-9-]{1,63}")
 
 
 class CatalogError(ValueError):
-    """A catalog that cannot be read; the message names the item, the field and the problem."""
+    """A catalog that cannot be read; the message names the item, the field and the problem.
+
+    `field` is where the first problem is (e.g. `regions[0].latitude`), if known.
+    """
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _problem(message: str, **context: Any) -> PydanticCustomError:
@@ -154,6 +161,8 @@ class _CatalogSpec(BaseModel):
     tenants: list[_TenantSpec] = Field(default_factory=list)
 
 
+_Spec = TypeVar("_Spec", bound=BaseModel)
+
 _PYDANTIC_MESSAGES = {
     "extra_forbidden": "unknown field",
     "missing": "required field is missing",
@@ -167,6 +176,17 @@ def _where(loc: Sequence[int | str]) -> str:
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else part)
     return text or "catalog"
+
+
+def _validate(model: type[_Spec], document: Any, prefix: str = "") -> _Spec:
+    try:
+        return model.model_validate(document)
+    except ValidationError as exc:
+        located = [
+            (_where(e["loc"]), _PYDANTIC_MESSAGES.get(e["type"], e["msg"])) for e in exc.errors()
+        ]
+        message = prefix + "; ".join(f"{where}: {problem}" for where, problem in located)
+        raise CatalogError(message, located[0][0]) from None
 
 
 def _duplicates(spec: _CatalogSpec) -> list[str]:
@@ -235,18 +255,24 @@ def parse_catalog(
 ) -> tuple[tuple[Region, ...], tuple[Tenant, ...]]:
     """Turn a parsed YAML document into (regions, tenants); CatalogError lists every problem."""
     prefix = f"{origin}: " if origin else ""
-    try:
-        spec = _CatalogSpec.model_validate(document)
-    except ValidationError as exc:
-        problems = [
-            f"{_where(e['loc'])}: {_PYDANTIC_MESSAGES.get(e['type'], e['msg'])}"
-            for e in exc.errors()
-        ]
-        raise CatalogError(prefix + "; ".join(problems)) from None
+    spec = _validate(_CatalogSpec, document, prefix)
     problems = _duplicates(spec)
     if problems:
         raise CatalogError(prefix + "; ".join(problems))
     return tuple(_to_region(r) for r in spec.regions), tuple(_to_tenant(t) for t in spec.tenants)
+
+
+def parse_region(document: Any) -> Region:
+    """One region mapping (a catalog `regions` item, or an admin API body)."""
+    return _to_region(_validate(_RegionSpec, document))
+
+
+def parse_tenant(document: Any) -> Tenant:
+    """One tenant mapping; its plaintext `api_keys` come back hashed in `api_key_hashes`.
+
+    Region ids are checked for form only: whether they exist is the caller's concern.
+    """
+    return _to_tenant(_validate(_TenantSpec, document))
 
 
 def load_catalog(path: Path | None = None) -> tuple[tuple[Region, ...], tuple[Tenant, ...]]:

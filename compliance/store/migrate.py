@@ -8,10 +8,12 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import func, select
 
 from compliance.store.engine import create_store_engine, sqlite_file
 from compliance.store.errors import translate_errors
 
+_MIGRATION_LOCK_KEY = 0x52474D49  # "RGMI": one migrator at a time on PostgreSQL
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 
 
@@ -45,6 +47,9 @@ def upgrade(database_url: str) -> None:
     engine = create_store_engine(database_url)
     try:
         with translate_errors(), engine.connect() as connection:
+            if connection.dialect.name == "postgresql":
+                # Replicas starting together migrate one at a time; the others then find head.
+                connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
             connection.commit()

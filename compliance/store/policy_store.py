@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,8 +20,10 @@ from compliance.jurisdictions import DATA_CLASS_DESCRIPTIONS, DataClass
 from compliance.model import Regime, Tenant
 from compliance.snapshot import PolicySnapshot, hash_api_key
 from compliance.store import rows, schema
+from compliance.store.change_feed import POLICY_CHANNEL
 from compliance.store.engine import BEGIN_OPTION, create_store_engine
 from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable, translate_errors
+from compliance.store.policy_history import record_version
 from regions.catalog import Region, RegionStatus
 
 __all__ = ["NotFoundError", "PolicyStore", "StoreError", "StoreUnavailable"]
@@ -73,6 +75,10 @@ class PolicyStore:
                 conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
             with conn.begin():
                 yield conn
+
+    def transaction(self, *, write: bool) -> AbstractContextManager[Connection]:
+        """One transaction (writers serialised on SQLite), errors translated to Store*."""
+        return self._transaction(write=write)
 
     # -- reads ---------------------------------------------------------------------------------
 
@@ -134,7 +140,13 @@ class PolicyStore:
             values["label"] = label
         if conn.execute(update(pv).where(pv.c.id == 1).values(values)).rowcount == 0:
             conn.execute(insert(pv).values(id=1, version=1, label=label or "", updated_at=_now()))
-        return int(conn.execute(select(pv.c.version).where(pv.c.id == 1)).scalar_one())
+        version = int(conn.execute(select(pv.c.version).where(pv.c.id == 1)).scalar_one())
+        # Keep this version's policy for audit re-evaluation (bump after the change is written).
+        record_version(conn, version)
+        if conn.dialect.name == "postgresql":
+            # Delivered on commit only: replicas LISTENing reload at once (see change_feed).
+            conn.execute(select(func.pg_notify(POLICY_CHANNEL, str(version))))
+        return version
 
     def seed_if_empty(
         self,

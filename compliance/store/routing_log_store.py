@@ -1,4 +1,4 @@
-"""The routing decision log: batched appends and simple reads of `routing_decisions`."""
+"""The routing decision log: hash-chained batch appends and reads of `routing_decisions`."""
 
 from __future__ import annotations
 
@@ -7,19 +7,38 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import Connection, Engine, func, select
 
+from compliance.audit.canonical import Kind
+from compliance.audit.ledger import append_entries
 from compliance.store.engine import BEGIN_OPTION, create_store_engine
 from compliance.store.errors import StoreError, StoreUnavailable, translate_errors
 from compliance.store.schema import routing_decisions
 
 __all__ = ["COLUMNS", "RoutingLogStore", "StoreError", "StoreUnavailable"]
 
-COLUMNS: tuple[str, ...] = tuple(c.name for c in routing_decisions.columns if c.name != "seq")
-"""Keys a record may carry (every column except the database-assigned `seq`)."""
+_CHAIN_COLUMNS = frozenset({"seq", "chain_seq", "prev_hash", "record_hash"})
+COLUMNS: tuple[str, ...] = tuple(
+    c.name for c in routing_decisions.columns if c.name not in _CHAIN_COLUMNS
+)
+"""Keys a record may carry (every column except `seq` and the chain columns, assigned here)."""
 
 _REQUIRED = frozenset({"decision_id", "decided_at", "outcome", "status_code"})
 _EMPTY_LISTS = frozenset({"attempts", "jurisdictions", "regimes", "reasons"})
+
+
+def _without_logged(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows whose decision_id is neither logged yet nor repeated earlier in `rows`."""
+    ids = routing_decisions.c.decision_id
+    logged = set(
+        conn.execute(select(ids).where(ids.in_([r["decision_id"] for r in rows]))).scalars()
+    )
+    fresh = []
+    for row in rows:
+        if row["decision_id"] not in logged:
+            logged.add(row["decision_id"])
+            fresh.append(row)
+    return fresh
 
 
 def _normalise(index: int, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,19 +83,25 @@ class RoutingLogStore:
             with conn.begin():
                 yield conn
 
-    def append_batch(self, records: Sequence[Mapping[str, Any]]) -> None:
-        """Insert records in one transaction (all or none).
+    def append_batch(
+        self, records: Sequence[Mapping[str, Any]], *, skip_existing: bool = False
+    ) -> int:
+        """Insert records in one transaction (all or none) as the next audit-chain entries.
 
         Keys are column names (see COLUMNS); `decision_id`, `decided_at` (tz-aware),
         `outcome` and `status_code` are required, absent list columns default to [] and
         `explanation` to {}. Bad records raise ValueError before anything is written; a
-        duplicate `decision_id` raises StoreError.
+        duplicate `decision_id` raises StoreError, or with `skip_existing` (replaying a spool)
+        the records already logged are left out. Returns how many records were written.
         """
         rows = [_normalise(i, r) for i, r in enumerate(records)]
         if not rows:
-            return
+            return 0
         with self._transaction(write=True) as conn:
-            conn.execute(insert(routing_decisions), rows)
+            if skip_existing:
+                rows = _without_logged(conn, rows)
+            append_entries(conn, Kind.DECISION, rows)
+        return len(rows)
 
     def count(self) -> int:
         """Number of logged decisions."""

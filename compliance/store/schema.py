@@ -15,6 +15,7 @@ from sqlalchemy import (
     Dialect,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -187,8 +188,9 @@ routing_decisions = Table(
     Column("explanation", JSON, nullable=False),
     Column("prev_hash", String(64)),
     Column("record_hash", String(64)),
+    Column("chain_seq", BigInteger, index=True, unique=True),
 )
-"""The routing audit log; `prev_hash`/`record_hash` are reserved for a hash chain."""
+"""The routing audit log; each row is an entry of the audit chain (see compliance.audit)."""
 
 access_tokens = Table(
     "access_tokens",
@@ -220,5 +222,57 @@ config_changes = Table(
     Column("before", _json_nullable()),
     Column("after", _json_nullable()),
     Column("policy_version", Integer, nullable=False),
+    Column("prev_hash", String(64)),
+    Column("record_hash", String(64)),
+    Column("chain_seq", BigInteger, index=True, unique=True),
 )
-"""Every configuration change (region, tenant, policy): who, when, before and after."""
+"""Every configuration change (region, tenant, policy): who, when, before and after.
+
+Rows are audit-chain entries: write them only through compliance.audit.config_log.record_change.
+"""
+
+audit_chain_head = Table(
+    "audit_chain_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("record_hash", String(64), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    CheckConstraint("id = 1", name="single_row"),
+)
+"""The last entry of the audit chain; appends lock this row (one chain across replicas)."""
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column(
+        "id",
+        BigInteger().with_variant(Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
+    Column("seq", BigInteger, nullable=False, index=True),
+    Column("record_hash", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("key_id", String(64), nullable=False),
+    Column("signature", String(128), nullable=False),
+)
+"""Ed25519-signed statements "the chain entry `seq` has hash `record_hash`"."""
+
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("version", Integer, primary_key=True, autoincrement=False),
+    Column("label", String(255), nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("snapshot", JSON, nullable=False),
+)
+"""The policy as of every version (see policy_history), so old decisions can be re-evaluated."""
+
+Index(
+    "ix_routing_decisions_decided_at_seq", routing_decisions.c.decided_at, routing_decisions.c.seq
+)
+"""Keyset pagination of audit searches, newest first (migration 0004)."""
+Index("ix_routing_decisions_served_region", routing_decisions.c.served_region)
+"""Audit search by region (chosen or served; chosen_region has its own index)."""

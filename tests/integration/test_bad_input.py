@@ -195,14 +195,6 @@ def test_explain_with_unknown_field_is_400(small_gateway: GatewayProcess) -> Non
     assert "address" in error["message"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: POST /v1/residency/explain does not validate `ip` (gateway/app.py explain / "
-        "ExplainRequest.ip is a plain str): 'not-an-ip' is silently explained as an unlocated "
-        "client (200) while `gateway explain --ip` rejects it"
-    ),
-)
 def test_explain_with_invalid_ip_is_400(small_gateway: GatewayProcess) -> None:
     response = HTTP.post(
         f"{small_gateway.base_url}/v1/residency/explain", json={"ip": "not-an-ip"}, headers=AUTH
@@ -224,3 +216,19 @@ def test_explain_with_bad_data_class_header_is_400(small_gateway: GatewayProcess
 def test_gateway_logged_no_traceback(small_gateway: GatewayProcess) -> None:
     """Runs last in this module: none of the bad inputs above crashed a handler."""
     assert "Traceback" not in small_gateway.output()
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        pytest.param("GET", "/v1/residency/explain", 405, id="explain-GET"),
+        pytest.param("POST", "/v1/models", 405, id="models-POST"),
+        pytest.param("GET", "/v1/no-such-endpoint", 404, id="unknown-path"),
+        pytest.param("POST", "/v1/chat/completions/", 404, id="trailing-slash"),
+    ],
+)
+def test_unknown_route_errors_are_openai_shaped(
+    small_gateway: GatewayProcess, method: str, path: str, status: int
+) -> None:
+    response = HTTP.request(method, f"{small_gateway.base_url}{path}", headers=AUTH)
+    _error(response, status)

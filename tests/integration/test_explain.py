@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -117,28 +117,57 @@ def test_explain_is_not_logged_as_a_routing_decision(gateway: GatewayProcess) ->
 # -- the CLI ------------------------------------------------------------------------------
 
 
-def _cli(gateway: GatewayProcess, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+BASE_ARGS = ("--ip", IP_DE, "--data-class", "personal", "--tenant", "demo")
+BAD_ARGS = {
+    "data-class": (("--ip", IP_DE, "--data-class", "nope"), "'nope'"),
+    "ip": (("--ip", "not-an-ip"), "'not-an-ip'"),
+    "tenant": (("--ip", IP_DE, "--tenant", "ghost"), "'ghost'"),
+}
+
+
+@dataclass(frozen=True)
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(scope="module")
+def cli_runs(
+    gateway: GatewayProcess, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, CliResult]:
+    """Every `gateway explain` invocation of this module, run in parallel (start-up is slow)."""
+    invocations = {
+        "text": BASE_ARGS,
+        "json": (*BASE_ARGS, "--json"),
+        **{name: args for name, (args, _) in BAD_ARGS.items()},
+    }
     env = {
         **os.environ,
         "GATEWAY_DATABASE_URL": gateway.database_url,
         "PYTHONPATH": str(PROJECT_ROOT),
     }
-    return subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "explain", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=30,
-        check=False,
-    )
+    cwd = tmp_path_factory.mktemp("cli")
+    processes = {
+        name: subprocess.Popen(
+            [sys.executable, "-m", "gateway.cli", "explain", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=cwd,
+        )
+        for name, args in invocations.items()
+    }
+    results = {}
+    for name, process in processes.items():
+        stdout, stderr = process.communicate(timeout=60)
+        results[name] = CliResult(process.returncode, stdout, stderr)
+    return results
 
 
-BASE_ARGS = ("--ip", IP_DE, "--data-class", "personal", "--tenant", "demo")
-
-
-def test_cli_explain_prints_plain_words(gateway: GatewayProcess, tmp_path: Path) -> None:
-    result = _cli(gateway, *BASE_ARGS, cwd=tmp_path)
+def test_cli_explain_prints_plain_words(cli_runs: dict[str, CliResult]) -> None:
+    result = cli_runs["text"]
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "ROUTED (HTTP 200)" in out
@@ -153,8 +182,8 @@ def test_cli_explain_prints_plain_words(gateway: GatewayProcess, tmp_path: Path)
     assert "fallbacks in order: uk-london, us-oregon" in out
 
 
-def test_cli_explain_json(gateway: GatewayProcess, tmp_path: Path) -> None:
-    result = _cli(gateway, *BASE_ARGS, "--json", cwd=tmp_path)
+def test_cli_explain_json(cli_runs: dict[str, CliResult]) -> None:
+    result = cli_runs["json"]
     assert result.returncode == 0, result.stderr
     decision = orjson.loads(result.stdout)
     assert decision["outcome"] == "routed"
@@ -164,19 +193,12 @@ def test_cli_explain_json(gateway: GatewayProcess, tmp_path: Path) -> None:
     assert not _candidate(decision, "us-virginia")["allowed"]
 
 
-@pytest.mark.parametrize(
-    ("args", "named"),
-    [
-        pytest.param(("--ip", IP_DE, "--data-class", "nope"), "'nope'", id="data-class"),
-        pytest.param(("--ip", "not-an-ip"), "'not-an-ip'", id="ip"),
-        pytest.param(("--ip", IP_DE, "--subject-country", "Germany"), "'Germany'", id="subject"),
-        pytest.param(("--ip", IP_DE, "--tenant", "ghost"), "'ghost'", id="tenant"),
-    ],
-)
+@pytest.mark.parametrize("case", sorted(BAD_ARGS))
 def test_cli_explain_bad_argument_is_one_line_exit_2(
-    gateway: GatewayProcess, tmp_path: Path, args: tuple[str, ...], named: str
+    cli_runs: dict[str, CliResult], case: str
 ) -> None:
-    result = _cli(gateway, *args, cwd=tmp_path)
+    result = cli_runs[case]
+    named = BAD_ARGS[case][1]
     assert result.returncode == 2
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()

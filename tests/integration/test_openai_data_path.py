@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import itertools
 import time
+from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import openai
@@ -15,7 +17,9 @@ from tests.integration.conftest import (
     BROKER_KEY,
     CHAT,
     COMMON_MODELS,
+    DEMO_KEY,
     GDPR_ALLOWED,
+    HTTP,
     INDIA_ONLY_MODEL,
     IP_CN,
     IP_DE,
@@ -232,15 +236,6 @@ def test_sebi_tenant_with_indian_subject_from_us_client_stays_in_india(
             assert raw.headers["x-residency-region"] == "in-mumbai"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: a tenant flag (sebi_regulated) only matters when IN is already one of the "
-        "request's jurisdictions (compliance/evaluation.py evaluate(): regimes apply only via "
-        "regime.countries & jurisdictions), so a SEBI-regulated tenant's personal data from a "
-        "US client is routed to the US"
-    ),
-)
 def test_sebi_tenant_personal_data_from_us_client_stays_in_india(
     gateway: GatewayProcess,
 ) -> None:
@@ -264,3 +259,82 @@ def test_streaming_is_not_buffered(gateway: GatewayProcess, fleet: SimulatorFlee
     assert arrivals[0] < arrivals[-1] - 0.5
     gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert sum(1 for g in gaps if g > 0.02) >= 10, gaps
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "BUG: gateway/proxy.py _relay() never watches receive() for http.disconnect; uvicorn's "
+        "send() silently drops writes after the client left, so the gateway keeps reading the "
+        "upstream stream to its end (the region keeps generating) and logs the request as "
+        "routed/200"
+    ),
+)
+def test_client_disconnect_mid_stream_stops_the_upstream(
+    gateway: GatewayProcess, fleet: SimulatorFleet
+) -> None:
+    # 24 tokens at 8 tokens/s: the region would stream for ~3 s.
+    set_faults(fleet, "eu-frankfurt", tokens_per_second=8, completion_tokens=24)
+    body = {"model": "gpt-4o-mini", "stream": True, "messages": CHAT}
+    headers = {"Authorization": f"Bearer {DEMO_KEY}", "X-Forwarded-For": IP_DE}
+    with (
+        httpx.Client(timeout=10.0) as client,
+        client.stream(
+            "POST", f"{gateway.base_url}/v1/chat/completions", json=body, headers=headers
+        ) as response,
+    ):
+        assert response.headers["x-residency-region"] == "eu-frankfurt"
+        chunks = response.iter_raw()
+        next(chunks)
+        next(chunks)
+    left_at = time.monotonic()
+    stats_url = f"{fleet.spec('eu-frankfurt').base_url}/_sim/stats"
+    while HTTP.get(stats_url).json()["in_flight"] > 0:
+        assert time.monotonic() - left_at < 1.0, "the region is still streaming to nobody"
+        time.sleep(0.05)
+
+
+# -- X-Forwarded-For is believed only from trusted proxies ---------------------------------
+
+PROXY_ADDRESS = "127.0.0.2"
+
+
+@pytest.fixture(scope="module")
+def proxied_gateway(
+    catalog: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """A gateway trusting X-Forwarded-For only from 127.0.0.2 (a stand-in reverse proxy)."""
+    overrides = {"GATEWAY_TRUSTED_PROXIES": f"{PROXY_ADDRESS}/32"}
+    directory = tmp_path_factory.mktemp("proxied-gw")
+    with GatewayProcess(catalog, directory, overrides) as running:
+        yield running
+
+
+@pytest.mark.parametrize(
+    ("source", "forwarded_for", "status", "region"),
+    [
+        pytest.param(PROXY_ADDRESS, IP_DE, 200, "eu-frankfurt", id="trusted-proxy-DE"),
+        pytest.param(PROXY_ADDRESS, IP_IN, 200, "in-mumbai", id="trusted-proxy-IN"),
+        pytest.param(PROXY_ADDRESS, f"{IP_DE}, {IP_CN}", 451, None, id="rightmost-hop-wins"),
+        pytest.param("127.0.0.1", IP_DE, 451, None, id="untrusted-peer-spoofing-DE"),
+        pytest.param("127.0.0.1", IP_IN, 451, None, id="untrusted-peer-spoofing-IN"),
+    ],
+)
+def test_forwarded_for_only_from_trusted_proxies(
+    proxied_gateway: GatewayProcess,
+    source: str,
+    forwarded_for: str,
+    status: int,
+    region: str | None,
+) -> None:
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(transport=transport, timeout=10.0) as client:
+        response = client.post(
+            f"{proxied_gateway.base_url}/v1/chat/completions",
+            json={"model": "gpt-4o-mini", "messages": CHAT},
+            headers={"Authorization": f"Bearer {DEMO_KEY}", "X-Forwarded-For": forwarded_for},
+        )
+    assert response.status_code == status, response.text
+    assert response.headers.get("x-residency-region") == region
+    if status == 451:
+        assert response.json()["error"]["type"] == "residency_violation"

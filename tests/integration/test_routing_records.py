@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import stat
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,6 +15,7 @@ import openai
 import pytest
 
 from compliance.store.policy_store import PolicyStore
+from gateway.bootstrap import HMAC_KEY_FILE
 from regions.simulator.fleet import SimulatorFleet
 from tests.integration.conftest import (
     IP_CN,
@@ -133,6 +137,12 @@ def test_every_decision_has_exactly_one_faithful_record(
     de_rows = [gateway.record(h["x-residency-decision"]) for h, ip, *_ in seen if ip == IP_DE]
     assert len({r["client_ip_hmac"] for r in de_rows}) == 1
     assert len(set(hmacs.values())) == len(hmacs)
+    # ...and are keyed with the operator's secret, kept out of the database, owner-only.
+    key_file = gateway.data_dir / HMAC_KEY_FILE
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    key = key_file.read_text("ascii").strip().encode("ascii")
+    for ip, pseudonym in hmacs.items():
+        assert pseudonym == hmac.new(key, ip.encode(), hashlib.sha256).hexdigest()
 
     # The prompt reached the region, but not the database (nor the WAL) nor the logs.
     database = gateway.database_path
@@ -141,6 +151,7 @@ def test_every_decision_has_exactly_one_faithful_record(
     for path in files:
         content = path.read_bytes()
         assert marker.encode() not in content, path
+        assert key not in content, path
         for ip, *_ in cases:
             assert ip.encode() not in content, (path, ip)
     assert marker not in gateway.output()

@@ -85,15 +85,20 @@ def constraints(
         out.append(Constraint("uk_gdpr", UK_PERMITS, True))
     if "CH" in countries:
         out.append(Constraint("ch_fadp", CH_PERMITS, True))
-    if "IN" in countries:
-        india_only = (
+    # Indian regulators' flags bind the tenant wherever its clients are; the data-class rules
+    # bind only data governed by Indian law.
+    india_only = (
+        "IN" in countries
+        and (
             (data_class == "payment" and "rbi_offshore_processing_with_purge" not in opt_ins)
             or data_class in {"financial_securities", "insurance"}
-            or bool(flags & {"sebi_regulated", "irdai_regulated"})
-            or ("significant_data_fiduciary" in flags and on >= SDF_FROM)
         )
-        if india_only:
-            out.append(Constraint("in", _only("IN"), False))
+    ) or (
+        bool(flags & {"sebi_regulated", "irdai_regulated"})
+        or ("significant_data_fiduciary" in flags and on >= SDF_FROM)
+    )
+    if india_only:
+        out.append(Constraint("in", _only("IN"), False))
     if "CN" in countries and "pipl_cac_mechanism" not in opt_ins:
         out.append(Constraint("cn_pipl", _only("CN"), False))
     if "RU" in countries:
@@ -191,11 +196,13 @@ def _subset(*items: str) -> st.SearchStrategy[set[str]]:
 
 
 @st.composite
-def tenants_st(draw: st.DrawFn, region_ids: list[str]) -> list[Tenant]:
+def tenants_st(draw: st.DrawFn, regions: list[Region]) -> list[Tenant]:
     out = []
     for i in range(draw(st.integers(0, 3))):
-        ids = st.sets(st.sampled_from(region_ids), max_size=3)
-        transfer = st.tuples(st.sampled_from(TRANSFER_REGIMES), st.sampled_from(REGION_COUNTRIES))
+        ids = st.sets(st.sampled_from([r.id for r in regions]), max_size=3)
+        # opt-ins only matter for countries that have a region: draw from those
+        countries = sorted({r.country for r in regions})
+        transfer = st.tuples(st.sampled_from(TRANSFER_REGIMES), st.sampled_from(countries))
         out.append(
             make_tenant(
                 f"t{i}",
@@ -224,7 +231,7 @@ class World:
 def worlds(draw: st.DrawFn) -> World:
     regions = draw(regions_st())
     ids = [r.id for r in regions]
-    tenants = draw(tenants_st(ids))
+    tenants = draw(tenants_st(regions))
     enabled = draw(st.sets(st.sampled_from(OPTIONAL_REGIMES)))
     health = draw(st.dictionaries(st.sampled_from(ids), st.booleans()))
     snapshot = routing_snapshot(

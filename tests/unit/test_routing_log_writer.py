@@ -1,11 +1,13 @@
-"""RoutingLogWriter: batches, survives outages without loss, isolates poison records."""
+"""RoutingLogWriter: spools first, batches, survives outages without loss, isolates poison."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
+from compliance.audit.spool import Spool
 from compliance.routing_log import RoutingLogWriter
 from compliance.store.errors import StoreError, StoreUnavailable
 
@@ -18,18 +20,21 @@ class FlakyStore:
         self.down = False
         self.batches = 0
 
-    def append_batch(self, records: Sequence[Mapping[str, Any]]) -> None:
+    def append_batch(
+        self, records: Sequence[Mapping[str, Any]], *, skip_existing: bool = False
+    ) -> int:
         if self.down:
             raise StoreUnavailable("database unreachable")
         if any(r.get("poison") for r in records):
             raise StoreError("bad record")
         self.batches += 1
         self.rows.extend(records)
+        return len(records)
 
 
-async def test_batches_and_writes_everything() -> None:
+async def test_batches_and_writes_everything(tmp_path: Path) -> None:
     store = FlakyStore()
-    writer = RoutingLogWriter(store, batch_size=50)
+    writer = RoutingLogWriter(store, Spool(tmp_path), batch_size=50)
     writer.start()
     for i in range(500):
         writer.submit({"decision_id": str(i)})
@@ -38,13 +43,13 @@ async def test_batches_and_writes_everything() -> None:
     assert store.batches <= 20
 
 
-async def test_outage_delays_but_loses_nothing() -> None:
+async def test_outage_delays_but_loses_nothing(tmp_path: Path) -> None:
     store = FlakyStore()
     store.down = True
-    writer = RoutingLogWriter(store, batch_size=10, retry_max=0.05)
+    writer = RoutingLogWriter(store, Spool(tmp_path), batch_size=10, retry_max=0.05)
     writer.start()
     for i in range(25):
-        writer.submit({"decision_id": str(i)})
+        await writer.record({"decision_id": str(i)})
     await asyncio.sleep(0.2)
     assert store.rows == [] and writer.pending == 25
     assert writer.last_error is not None and "unreachable" in writer.last_error
@@ -53,10 +58,12 @@ async def test_outage_delays_but_loses_nothing() -> None:
     assert len(store.rows) == 25 and writer.pending == 0
 
 
-async def test_poison_record_is_set_aside_not_blocking() -> None:
+async def test_poison_record_is_set_aside_not_blocking(tmp_path: Path) -> None:
     store = FlakyStore()
     rejected: list[str] = []
-    writer = RoutingLogWriter(store, on_poison=lambda r, e: rejected.append(r["decision_id"]))
+    writer = RoutingLogWriter(
+        store, Spool(tmp_path), on_poison=lambda r, e: rejected.append(r["decision_id"])
+    )
     writer.start()
     writer.submit({"decision_id": "a"})
     writer.submit({"decision_id": "b", "poison": True})

@@ -278,7 +278,9 @@ def test_routing_log_append_get_count_recent(store: PolicyStore) -> None:
     assert got is not None
     expected = decision(2, outcome="refused", status_code=451)
     assert {k: got[k] for k in expected} == expected
-    assert got["seq"] == 2 and got["prev_hash"] is None and got["record_hash"] is None
+    assert got["seq"] == 2 and got["chain_seq"] == 2  # an audit-chain entry (compliance.audit)
+    first = log.get("dec-0001")
+    assert first is not None and got["prev_hash"] == first["record_hash"] != got["record_hash"]
     assert got["decided_at"].tzinfo is not None
     third = log.get("dec-0003")
     assert third is not None and third["decided_at"] == datetime(2026, 12, 1, 12, tzinfo=UTC)

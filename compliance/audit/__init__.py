@@ -1,0 +1,1 @@
+"""The tamper-evident audit chain: hashing, appends, checkpoints, spool, verify, export."""

@@ -1,0 +1,377 @@
+"""The local spool: an append-only, fsynced log of records on their way to the database.
+
+Records are framed (length, CRC-32, payload) into preallocated segment files; one writer thread
+writes every record queued since its last flush with one `pwrite` and one `fdatasync` (group
+commit), then reports how many records are durable. The database writer reads durable records
+back in order and acknowledges what it stored; the acknowledged position survives restarts, so
+a restarted process replays exactly the records not yet acknowledged (the database skips any it
+already holds). Each process claims its own slot directory with an exclusive `flock`, released
+by the kernel even on `kill -9`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+FRAME = struct.Struct("<II")  # payload length (never 0), CRC-32 of the payload
+SEGMENT_BYTES = 64 * 1024 * 1024
+READ_CHUNK = 4 * 1024 * 1024
+MAX_SLOTS = 1024
+ACK_FILE = "ack"
+LOCK_FILE = "lock"
+SUFFIX = ".spool"
+
+FlushCallback = Callable[[int, BaseException | None], None]
+"""Called from the writer thread with the count of records now durable (or the write error)."""
+
+
+class SpoolError(Exception):
+    """The spool cannot accept records (closed, or a write or fsync failed)."""
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """A place in the spool: segment number and byte offset (a frame boundary)."""
+
+    segment: int
+    offset: int
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def parse_frames(data: bytes, max_records: int) -> tuple[list[bytes], int, bool]:
+    """Complete, valid frames at the start of `data`: (payloads, bytes used, hit_bad_frame).
+
+    A zero length marks the unwritten (preallocated) end; a bad CRC or impossible length marks
+    a torn write: both stop the parse.
+    """
+    payloads: list[bytes] = []
+    pos, size = 0, len(data)
+    header = FRAME.size
+    while len(payloads) < max_records and pos + header <= size:
+        length, crc = FRAME.unpack_from(data, pos)
+        if length == 0:
+            return payloads, pos, False
+        end = pos + header + length
+        if end > size:
+            break
+        payload = data[pos + header : end]
+        if zlib.crc32(payload) != crc:
+            return payloads, pos, True
+        payloads.append(payload)
+        pos = end
+    return payloads, pos, False
+
+
+def frame(payload: bytes) -> bytes:
+    """One framed record."""
+    if not payload:
+        raise ValueError("spool records must not be empty")
+    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
+
+
+class _Segment:
+    """The segment being written."""
+
+    def __init__(self, path: Path, number: int, size: int) -> None:
+        self.path = path
+        self.number = number
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(self.fd, 0, size)  # later fdatasyncs need not grow the file
+        except OSError:
+            os.ftruncate(self.fd, size)
+        os.fsync(self.fd)
+        _fsync_dir(path.parent)
+        self.size = size
+        self.end = 0
+
+
+class Spool:
+    """One process's spool slot under `root` (see the module docstring)."""
+
+    def __init__(self, root: Path, *, segment_bytes: int = SEGMENT_BYTES) -> None:
+        self.root = root
+        self.segment_bytes = segment_bytes
+        self.directory: Path | None = None
+        self._lock = threading.Lock()
+        self._wakeup = threading.Condition(self._lock)
+        self._flushed = threading.Condition(self._lock)
+        self._queue: list[bytes] = []
+        self._appended = 0
+        self._durable_count = 0
+        self._acked_records = 0
+        self._recovered = 0
+        self._sealed: dict[int, int] = {}  # finished segments: number -> end of valid data
+        self._active: _Segment | None = None
+        self._durable = Position(0, 0)
+        self._ack = Position(0, 0)
+        self._failure: BaseException | None = None
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._lock_fd: int | None = None
+        self._read_fds: dict[int, int] = {}
+        self._on_flush: FlushCallback | None = None
+
+    # -- opening and recovery ------------------------------------------------------------------
+
+    def open(self, on_flush: FlushCallback | None = None) -> None:
+        """Claim a slot, recover what a previous process left, start the writer thread."""
+        self._on_flush = on_flush
+        self.directory = self._claim_slot()
+        self._ack = self._read_ack()
+        numbers = sorted(int(p.stem) for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
+        for number in numbers:
+            self._recover_segment(number)
+        next_number = max([*numbers, self._ack.segment, 0]) + 1
+        self._active = _Segment(self._segment_path(next_number), next_number, self.segment_bytes)
+        self._durable = Position(next_number, 0)
+        self._thread = threading.Thread(target=self._run, name="audit-spool", daemon=True)
+        self._thread.start()
+        if self._recovered:
+            logger.warning("audit spool %s: %d records to replay", self.directory, self._recovered)
+
+    def _claim_slot(self) -> Path:
+        self.root.mkdir(parents=True, exist_ok=True)
+        for index in range(MAX_SLOTS):
+            directory = self.root / f"slot-{index}"
+            directory.mkdir(exist_ok=True)
+            fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            self._lock_fd = fd
+            return directory
+        raise SpoolError(f"audit spool {self.root}: all {MAX_SLOTS} slots are in use")
+
+    def _segment_path(self, number: int) -> Path:
+        assert self.directory is not None
+        return self.directory / f"{number:012d}{SUFFIX}"
+
+    def _read_ack(self) -> Position:
+        assert self.directory is not None
+        try:
+            segment, offset = (self.directory / ACK_FILE).read_text("ascii").split()
+            return Position(int(segment), int(offset))
+        except FileNotFoundError:
+            return Position(0, 0)
+        except ValueError:
+            raise SpoolError(f"audit spool {self.directory}: unreadable {ACK_FILE} file") from None
+
+    def _recover_segment(self, number: int) -> None:
+        path = self._segment_path(number)
+        if number < self._ack.segment:
+            path.unlink()
+            return
+        start = self._ack.offset if number == self._ack.segment else 0
+        with path.open("rb") as handle:
+            handle.seek(start)
+            data = handle.read()
+        payloads, used, torn = parse_frames(data, len(data))
+        if torn:
+            logger.error(
+                "audit spool %s: torn record at offset %d ignored (written, never acknowledged)",
+                path,
+                start + used,
+            )
+        if not payloads:
+            path.unlink()  # nothing left to replay in it
+            return
+        self._sealed[number] = start + used
+        self._recovered += len(payloads)
+
+    # -- writing -------------------------------------------------------------------------------
+
+    def append(self, payload: bytes) -> int:
+        """Queue one record; returns its number (durable once a flush reports >= it)."""
+        data = frame(payload)
+        with self._lock:
+            if self._failure is not None:
+                raise SpoolError(f"audit spool write failed: {self._failure}")
+            if self._closing or self._thread is None:
+                raise SpoolError("audit spool is not open")
+            self._queue.append(data)
+            self._appended += 1
+            number = self._appended
+            self._wakeup.notify()
+        return number
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._closing:
+                    self._wakeup.wait()
+                frames, self._queue = self._queue, []
+                count = self._appended
+                if not frames:
+                    return
+            try:
+                self._write(b"".join(frames))
+            except BaseException as exc:
+                logger.exception("audit spool write failed")
+                with self._lock:
+                    self._failure = exc
+                if self._on_flush is not None:
+                    self._on_flush(count, exc)
+                return
+            with self._lock:
+                self._durable_count = count
+                self._flushed.notify_all()
+            if self._on_flush is not None:
+                self._on_flush(count, None)
+
+    def _write(self, data: bytes) -> None:
+        segment = self._active
+        assert segment is not None
+        if segment.end + len(data) > segment.size:
+            segment = self._rotate(max(self.segment_bytes, len(data)))
+        os.pwrite(segment.fd, data, segment.end)
+        os.fdatasync(segment.fd)
+        segment.end += len(data)
+        with self._lock:
+            self._durable = Position(segment.number, segment.end)
+
+    def _rotate(self, size: int) -> _Segment:
+        old = self._active
+        assert old is not None
+        number = old.number + 1
+        new = _Segment(self._segment_path(number), number, size)
+        with self._lock:
+            self._sealed[old.number] = old.end
+            self._active = new
+            self._durable = Position(number, 0)
+        os.close(old.fd)
+        return new
+
+    def flush(self) -> None:
+        """Block until every record appended so far is durable (or writing failed)."""
+        with self._lock:
+            while (
+                self._durable_count < self._appended
+                and self._failure is None
+                and self._thread is not None
+                and self._thread.is_alive()
+            ):
+                self._flushed.wait(0.1)
+
+    # -- reading and acknowledging -------------------------------------------------------------
+
+    @property
+    def ack_position(self) -> Position:
+        """Everything before this position is in the database."""
+        return self._ack
+
+    @property
+    def pending(self) -> int:
+        """Records written or queued but not yet acknowledged."""
+        return self._recovered + self._appended - self._acked_records
+
+    @property
+    def durable_count(self) -> int:
+        """How many records appended by this process are fsynced."""
+        return self._durable_count
+
+    def _bounds(self, segment: int) -> tuple[int | None, int | None]:
+        """(end of readable data in `segment` or None, the next segment or None)."""
+        with self._lock:
+            active = self._active
+            durable = self._durable
+            later = [n for n in self._sealed if n > segment]
+            if active is not None and active.number > segment:
+                later.append(active.number)
+            if durable.segment == segment:
+                return durable.offset, None
+            return self._sealed.get(segment), (min(later) if later else None)
+
+    def read(self, start: Position, max_records: int) -> tuple[list[bytes], Position]:
+        """Durable records from `start` (at most `max_records`) and the position after them."""
+        position = start
+        if max_records <= 0:
+            return [], position
+        while True:
+            limit, following = self._bounds(position.segment)
+            if limit is None or position.offset >= limit:
+                if following is None:
+                    return [], position
+                position = Position(following, 0)
+                continue
+            data = os.pread(
+                self._read_fd(position.segment),
+                min(limit - position.offset, READ_CHUNK),
+                position.offset,
+            )
+            payloads, used, torn = parse_frames(data, max_records)
+            if torn or (not payloads and used == 0):
+                raise SpoolError(
+                    f"audit spool segment {position.segment} unreadable at {position.offset}"
+                )
+            return payloads, Position(position.segment, position.offset + used)
+
+    def _read_fd(self, segment: int) -> int:
+        fd = self._read_fds.get(segment)
+        if fd is None:
+            fd = os.open(self._segment_path(segment), os.O_RDONLY)
+            self._read_fds[segment] = fd
+        return fd
+
+    def acknowledge(self, position: Position, records: int) -> None:
+        """Record that everything before `position` (`records` more records) is stored."""
+        assert self.directory is not None
+        temporary = self.directory / f"{ACK_FILE}.tmp"
+        temporary.write_text(f"{position.segment} {position.offset}\n", "ascii")
+        os.replace(temporary, self.directory / ACK_FILE)
+        self._ack = position
+        self._acked_records += records
+        with self._lock:
+            done = [n for n in self._sealed if n < position.segment]
+            for number in done:
+                del self._sealed[number]
+        for number in done:
+            fd = self._read_fds.pop(number, None)
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                self._segment_path(number).unlink()
+
+    # -- closing -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Flush what is queued, stop the writer thread, release the slot."""
+        with self._lock:
+            self._closing = True
+            self._wakeup.notify()
+        if self._thread is not None:
+            self._thread.join()
+        if self._active is not None:
+            os.close(self._active.fd)
+            if self._ack == Position(self._active.number, self._active.end) or (
+                self._active.end == 0
+            ):
+                with contextlib.suppress(FileNotFoundError):
+                    self._active.path.unlink()  # fully stored: nothing to replay
+            self._active = None
+        for fd in self._read_fds.values():
+            os.close(fd)
+        self._read_fds.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = None

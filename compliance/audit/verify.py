@@ -1,0 +1,332 @@
+"""`gateway audit verify`: re-hash every entry, walk the links, check every signed checkpoint.
+
+Reports the first entry that was altered, deleted, inserted or reordered (CloudTrail-style
+integrity validation), or that the chain is intact with its record count.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import Connection, Engine
+
+from compliance.audit import checkpoints as cps
+from compliance.audit.canonical import GENESIS_HASH
+from compliance.audit.db import transaction
+from compliance.audit.entries import Entry, iter_entries, seq_bounds, seqs_with_hash, unchained
+from compliance.audit.ledger import ChainHead, read_head
+
+REORDER_WINDOW = 10_000
+"""How far from its position a displaced entry is searched for (only after a break)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Break:
+    """Where and how the chain is broken."""
+
+    problem: str  # altered | deleted | inserted | reordered | truncated | rewritten | forged
+    seq: int | None
+    entry: str | None
+    detail: str
+
+    def text(self) -> str:
+        """One line for people."""
+        where = f" at #{self.seq}" if self.seq is not None else ""
+        return f"{self.problem}{where}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyReport:
+    """What `verify` found."""
+
+    records: int
+    first_seq: int | None
+    last_seq: int | None
+    head_seq: int
+    checkpoints: int
+    bridged_by: int | None
+    problems: tuple[Break, ...] = field(default_factory=tuple)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True if nothing is wrong."""
+        return not self.problems
+
+    @property
+    def first_break(self) -> Break | None:
+        """The problem at the lowest chain position."""
+        if not self.problems:
+            return None
+        return min(self.problems, key=lambda b: (b.seq is None, b.seq or 0))
+
+    def summary(self) -> str:
+        """`chain intact: N records` or `chain broken: <first problem>`."""
+        first = self.first_break
+        if first is None:
+            return f"chain intact: {self.records} records"
+        return f"chain broken: {first.text()}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready form (the API and the console show it)."""
+        first = self.first_break
+        return {
+            "ok": self.ok,
+            "summary": self.summary(),
+            "records": self.records,
+            "first_seq": self.first_seq,
+            "last_seq": self.last_seq,
+            "head_seq": self.head_seq,
+            "checkpoints": self.checkpoints,
+            "bridged_by_checkpoint_at": self.bridged_by,
+            "first_break": None if first is None else _break_dict(first),
+            "problems": [_break_dict(b) for b in self.problems],
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def _break_dict(b: Break) -> dict[str, Any]:
+    return {"problem": b.problem, "seq": b.seq, "entry": b.entry, "detail": b.detail}
+
+
+class _Walk:
+    """One pass over the chain inside one read transaction."""
+
+    def __init__(
+        self, conn: Connection, keys: Mapping[str, Ed25519PublicKey], head: ChainHead
+    ) -> None:
+        self.conn = conn
+        self.head = head
+        self.problems: list[Break] = []
+        self.valid: dict[int, list[cps.Checkpoint]] = {}
+        self.checkpoints = cps.load_all(conn)
+        for cp in self.checkpoints:
+            error = cp.check(keys)
+            if error is None:
+                self.valid.setdefault(cp.seq, []).append(cp)
+            else:
+                self.problems.append(
+                    Break("forged", cp.seq, cp.describe(), f"{cp.describe()} {error}")
+                )
+        self.records = 0
+        self.bridged_by: int | None = None
+
+    def start(self, first: int) -> tuple[int, str] | None:
+        """The position and `prev` the walk starts from, or None after reporting a break."""
+        if first == 1:
+            return 1, GENESIS_HASH
+        prunes = [cp for s, group in self.valid.items() for cp in group if cp.kind == cps.PRUNE]
+        bridge = [cp for cp in prunes if cp.seq == first - 1]
+        if bridge:
+            self.bridged_by = first - 1
+            return first, bridge[-1].record_hash
+        covered = max((cp.seq for cp in prunes if cp.seq < first), default=0)
+        self.problems.append(
+            Break(
+                "deleted",
+                covered + 1,
+                None,
+                f"entries #{covered + 1}..#{first - 1} are missing: the log starts at #{first} "
+                "and no signed prune checkpoint accounts for them",
+            )
+        )
+        return None
+
+    def walk(self, first: int) -> int | None:
+        """Walk from `first`; returns the last position reached intact (None if none)."""
+        begin = self.start(first)
+        if begin is None:
+            return None
+        expected, prev = begin
+        last: Entry | None = None
+        valid = self.valid
+        for entry in iter_entries(self.conn, first):
+            if entry.seq != expected:
+                self.problems.append(self._position_break(entry, expected, last))
+                return expected - 1
+            digest = entry.digest()
+            if digest is None or digest != entry.record_hash or entry.prev_hash != prev:
+                self.problems.append(self._classify(entry, digest, prev, last))
+                return expected - 1
+            signed = valid.get(expected)
+            if signed is not None:
+                self._check_signed(entry, signed)
+            prev = digest
+            last = entry
+            expected += 1
+            self.records += 1
+        return expected - 1
+
+    def _check_signed(self, entry: Entry, signed: list[cps.Checkpoint]) -> None:
+        for cp in signed:
+            if cp.record_hash != entry.record_hash:
+                self.problems.append(
+                    Break(
+                        "rewritten",
+                        entry.seq,
+                        entry.describe(),
+                        f"{entry.describe()} does not match the hash signed by {cp.describe()}: "
+                        f"the chain up to #{entry.seq} was rewritten after it was signed",
+                    )
+                )
+
+    def _position_break(self, entry: Entry, expected: int, last: Entry | None) -> Break:
+        if entry.seq > expected:
+            span = f"#{expected}" if entry.seq == expected + 1 else f"#{expected}..#{entry.seq - 1}"
+            return Break(
+                "deleted",
+                expected,
+                None,
+                f"entry {span} is missing: {entry.describe()} at #{entry.seq} follows "
+                f"#{expected - 1}",
+            )
+        other = last.describe() if last is not None else "another entry"
+        return Break(
+            "inserted",
+            entry.seq,
+            entry.describe(),
+            f"two entries claim #{entry.seq}: {other} and {entry.describe()}",
+        )
+
+    def _original_seq(self, entry: Entry) -> int | None:
+        """The position an entry was hashed for, if it is near or after a known predecessor."""
+        candidates = [q + 1 for q in seqs_with_hash(self.conn, entry.prev_hash or "")]
+        if entry.prev_hash == GENESIS_HASH:
+            candidates.append(1)
+        low = max(1, entry.seq - REORDER_WINDOW)
+        candidates.extend(range(low, entry.seq + REORDER_WINDOW))
+        for seq in candidates:
+            if seq != entry.seq and entry.digest(seq) == entry.record_hash:
+                return seq
+        return None
+
+    def _classify(self, entry: Entry, digest: str | None, prev: str, last: Entry | None) -> Break:
+        name = entry.describe()
+        if last is not None and entry.prev_hash != prev and entry.prev_hash == last.prev_hash:
+            return Break(
+                "inserted",
+                last.seq,
+                last.describe(),
+                f"{last.describe()} was inserted: it and the next entry both follow "
+                f"#{last.seq - 1}",
+            )
+        if digest != entry.record_hash:
+            original = None if entry.prev_hash == prev else self._original_seq(entry)
+            if original is not None:
+                return Break(
+                    "reordered",
+                    entry.seq,
+                    name,
+                    f"{name} was written as #{original} but is stored at #{entry.seq}",
+                )
+            return Break("altered", entry.seq, name, f"{name} does not match its hash")
+        if last is None:
+            anchor = "the genesis" if entry.seq == 1 else "the prune checkpoint"
+            return Break(
+                "deleted",
+                entry.seq,
+                name,
+                f"{name} does not link to {anchor}: entries before it were removed",
+            )
+        origin = seqs_with_hash(self.conn, entry.prev_hash or "")
+        if origin and origin[0] != last.seq:
+            return Break(
+                "reordered",
+                entry.seq,
+                name,
+                f"{name} follows #{origin[0]} in the chain but is stored after #{last.seq}",
+            )
+        return Break(
+            "altered",
+            last.seq,
+            last.describe(),
+            f"{last.describe()} was altered and re-hashed: #{entry.seq} links to a different "
+            "version of it",
+        )
+
+    def finish(self, first: int | None, reached: int | None, last_stored: int | None) -> None:
+        """Compare the end of the log with the chain head and the signed checkpoints."""
+        end = last_stored or (self.head.seq if self._bridged_empty() else 0)
+        if reached is not None and reached == end:
+            if end < self.head.seq:
+                self.problems.append(
+                    Break(
+                        "truncated",
+                        end + 1,
+                        None,
+                        f"entries #{end + 1}..#{self.head.seq} are missing: the log ends at "
+                        f"#{end} but the chain head is #{self.head.seq}",
+                    )
+                )
+            elif end > self.head.seq:
+                self.problems.append(
+                    Break(
+                        "inserted",
+                        self.head.seq + 1,
+                        None,
+                        f"entries after the chain head #{self.head.seq} (up to #{end}) were "
+                        "added outside the chain",
+                    )
+                )
+        beyond = [cp for group in self.valid.values() for cp in group if cp.seq > end]
+        if beyond:
+            cp = min(beyond, key=lambda c: c.seq)
+            self.problems.append(
+                Break(
+                    "truncated",
+                    end + 1,
+                    None,
+                    f"{cp.describe()} signed entry #{cp.seq} but the log ends at #{end}",
+                )
+            )
+        count, example = unchained(self.conn)
+        if count:
+            self.problems.append(
+                Break(
+                    "inserted",
+                    None,
+                    example,
+                    f"{count} row(s) have no chain position (first: {example}): added outside "
+                    "the chain",
+                )
+            )
+        if first is None and self.head.seq > 0 and not self._bridged_empty():
+            self.problems.append(
+                Break(
+                    "truncated",
+                    1,
+                    None,
+                    f"the log is empty but the chain head is #{self.head.seq}",
+                )
+            )
+
+    def _bridged_empty(self) -> bool:
+        return any(
+            cp.kind == cps.PRUNE and cp.seq == self.head.seq
+            for cp in self.valid.get(self.head.seq, [])
+        )
+
+
+def verify(engine: Engine, keys: Mapping[str, Ed25519PublicKey]) -> VerifyReport:
+    """Verify the whole chain in one consistent read (keys: key_id -> public key)."""
+    started = time.perf_counter()
+    with transaction(engine, write=False) as conn:
+        head = read_head(conn)
+        walk = _Walk(conn, keys, head)
+        first, last = seq_bounds(conn)
+        reached = walk.walk(first) if first is not None else None
+        walk.finish(first, reached, last)
+    return VerifyReport(
+        records=walk.records,
+        first_seq=first,
+        last_seq=last,
+        head_seq=head.seq,
+        checkpoints=len(walk.checkpoints),
+        bridged_by=walk.bridged_by,
+        problems=tuple(walk.problems),
+        seconds=time.perf_counter() - started,
+    )

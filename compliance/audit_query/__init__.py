@@ -1,0 +1,1 @@
+"""Read side of the routing log: search, plain-words explanations and period reports."""

@@ -1,0 +1,290 @@
+"""The admin API under /admin: regions, tenants and regime overrides, versioned by ETag.
+
+Reads need an operator token of any role; region writes need `admin` or `operator`; tenant and
+regime writes need `admin`. Writes accept `If-Match` (412 when someone changed the object
+since), are audited in the configuration log, and are served by this replica before the
+response is sent (other replicas follow through their snapshot refresh).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import ORJSONResponse
+
+from compliance.model import Regime, Tenant
+from compliance.store.access_store import Principal
+from compliance.store.admin_documents import (
+    ConfigValue,
+    InvalidDocument,
+    document_of,
+    etag_of,
+    patched,
+    regime_document,
+    regime_from_body,
+    region_document,
+    region_from_body,
+    tenant_from_body,
+)
+from compliance.store.admin_ops import (
+    REGIMES,
+    REGIONS,
+    TENANTS,
+    AdminOps,
+    Change,
+    InvalidReference,
+    PreconditionFailed,
+    keep_keys_unless_given,
+)
+from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable
+from gateway.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, require
+from gateway.intake import RequestRejected
+from gateway.runtime import GatewayRuntime
+from regions.catalog import Region
+
+T = TypeVar("T")
+SERVE_WAIT_S = 2.0
+"""How long a write waits for this replica to serve it before answering anyway."""
+
+
+def _rejected(exc: Exception) -> RequestRejected:
+    """The one place store and validation errors become HTTP errors."""
+    if isinstance(exc, InvalidDocument | InvalidReference):
+        return RequestRejected(400, str(exc), "invalid_value", exc.field)
+    if isinstance(exc, PreconditionFailed):
+        return RequestRejected(412, str(exc), "precondition_failed")
+    if isinstance(exc, NotFoundError):
+        return RequestRejected(404, str(exc), "not_found")
+    if isinstance(exc, StoreUnavailable):
+        return RequestRejected(503, f"policy database unavailable: {exc}", "database_unavailable")
+    return RequestRejected(409, str(exc), "conflict")
+
+
+async def _run(call: Callable[[], T]) -> T:
+    try:
+        return await asyncio.to_thread(call)
+    except (InvalidDocument, StoreError, StoreUnavailable) as exc:
+        raise _rejected(exc) from None
+
+
+async def _json_body(request: Request) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        raise RequestRejected(400, "request body is empty; expected a JSON object", "invalid_json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise RequestRejected(
+            400, f"request body is not valid JSON: {exc}", "invalid_json"
+        ) from None
+
+
+def _principal(request: Request) -> Principal:
+    principal: Principal = request.state.principal
+    return principal
+
+
+def _rendered(value: ConfigValue, **extra: Any) -> dict[str, Any]:
+    return {**document_of(value), "etag": etag_of(value), **extra}
+
+
+def _response(body: dict[str, Any], status: int = 200, etag: str | None = None) -> ORJSONResponse:
+    headers = {"ETag": f'"{etag}"'} if etag else None
+    return ORJSONResponse(body, status_code=status, headers=headers)
+
+
+class _Handlers:
+    """Parse, call, render: the logic lives in AdminOps and admin_documents."""
+
+    def __init__(self, runtime: GatewayRuntime) -> None:
+        self.runtime = runtime
+        self.ops = AdminOps(runtime.store)
+
+    def serving(self, region: Region) -> dict[str, Any]:
+        """What this replica does with the region right now (drain --wait polls this)."""
+        policy = self.runtime.snapshot.policy
+        served = policy.region_by_id.get(region.id)
+        return {
+            "in_flight": self.runtime.inflight.count(region.id),
+            "serving_status": served.status.value if served else None,
+            "serving_policy_version": policy.version,
+        }
+
+    async def written(self, change: Change[Any], object_id: str) -> ORJSONResponse:
+        """Wait until this replica serves the change, then describe it."""
+        await self.await_version(change.policy_version)
+        if change.value is None:
+            body = {"id": object_id, "deleted": True, "policy_version": change.policy_version}
+            return _response(body)
+        value = change.value
+        extra: dict[str, Any] = {"result": change.outcome, "policy_version": change.policy_version}
+        if isinstance(value, Region):
+            extra |= self.serving(value)
+        status = 201 if change.outcome == "created" else 200
+        return _response(_rendered(value, **extra), status, etag_of(value))
+
+    async def await_version(self, version: int) -> None:
+        runtime = self.runtime
+        if runtime.snapshot.policy.version >= version:
+            return
+        runtime.request_refresh()
+        deadline = time.monotonic() + SERVE_WAIT_S
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+            if runtime.snapshot.policy.version >= version:
+                return
+
+    async def listing(self, pick: Callable[[Any], list[ConfigValue]]) -> dict[str, Any]:
+        policy = await _run(self.runtime.store.load_snapshot)
+        data = []
+        for value in pick(policy):
+            extra = self.serving(value) if isinstance(value, Region) else {}
+            data.append(_rendered(value, **extra))
+        return {"object": "list", "data": data, "policy_version": policy.version}
+
+
+def _region_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
+    @api.get("/regions", dependencies=[read])
+    async def list_regions() -> dict[str, Any]:
+        return await h.listing(lambda p: list(p.regions))
+
+    @api.get("/regions/{region_id}", dependencies=[read])
+    async def get_region(region_id: str) -> ORJSONResponse:
+        region = await _run(lambda: h.ops.get(REGIONS, region_id))
+        return _response(_rendered(region, **h.serving(region)), etag=etag_of(region))
+
+    @api.put("/regions/{region_id}", dependencies=[write])
+    async def put_region(region_id: str, request: Request) -> ORJSONResponse:
+        body, if_match = await _json_body(request), request.headers.get("if-match")
+        region = await _run(lambda: region_from_body(body, region_id))
+        change = await _run(
+            lambda: h.ops.put(
+                REGIONS, region_id, lambda _: region, actor=_principal(request), if_match=if_match
+            )
+        )
+        return await h.written(change, region_id)
+
+    @api.patch("/regions/{region_id}", dependencies=[write])
+    async def patch_region(region_id: str, request: Request) -> ORJSONResponse:
+        body, if_match = await _json_body(request), request.headers.get("if-match")
+
+        def build(current: Region | None) -> Region:
+            assert current is not None  # create=False: the store answers 404 first
+            merged = patched(region_document(current), body, frozenset({"status", "weight"}))
+            return region_from_body(merged, region_id)
+
+        change = await _run(
+            lambda: h.ops.put(
+                REGIONS,
+                region_id,
+                build,
+                actor=_principal(request),
+                if_match=if_match,
+                create=False,
+                patch=True,
+            )
+        )
+        return await h.written(change, region_id)
+
+    @api.delete("/regions/{region_id}", dependencies=[write])
+    async def delete_region(region_id: str, request: Request) -> ORJSONResponse:
+        if_match = request.headers.get("if-match")
+        change = await _run(
+            lambda: h.ops.delete(REGIONS, region_id, actor=_principal(request), if_match=if_match)
+        )
+        return await h.written(change, region_id)
+
+
+def _tenant_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
+    @api.get("/tenants", dependencies=[read])
+    async def list_tenants() -> dict[str, Any]:
+        return await h.listing(lambda p: list(p.tenants.values()))
+
+    @api.get("/tenants/{tenant_id}", dependencies=[read])
+    async def get_tenant(tenant_id: str) -> ORJSONResponse:
+        tenant = await _run(lambda: h.ops.get(TENANTS, tenant_id))
+        return _response(_rendered(tenant), etag=etag_of(tenant))
+
+    @api.put("/tenants/{tenant_id}", dependencies=[write])
+    async def put_tenant(tenant_id: str, request: Request) -> ORJSONResponse:
+        body, if_match = await _json_body(request), request.headers.get("if-match")
+        tenant, keys_given = await _run(lambda: tenant_from_body(body, tenant_id))
+        build = keep_keys_unless_given(tenant, keys_given)
+        change: Change[Tenant] = await _run(
+            lambda: h.ops.put(
+                TENANTS, tenant_id, build, actor=_principal(request), if_match=if_match
+            )
+        )
+        return await h.written(change, tenant_id)
+
+    @api.delete("/tenants/{tenant_id}", dependencies=[write])
+    async def delete_tenant(tenant_id: str, request: Request) -> ORJSONResponse:
+        if_match = request.headers.get("if-match")
+        change = await _run(
+            lambda: h.ops.delete(TENANTS, tenant_id, actor=_principal(request), if_match=if_match)
+        )
+        return await h.written(change, tenant_id)
+
+
+def _regime_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
+    @api.get("/regimes", dependencies=[read])
+    async def list_regimes() -> dict[str, Any]:
+        return await h.listing(lambda p: list(p.regimes))
+
+    @api.get("/regimes/{regime_id}", dependencies=[read])
+    async def get_regime(regime_id: str) -> ORJSONResponse:
+        regime = await _run(lambda: h.ops.get(REGIMES, regime_id))
+        return _response(_rendered(regime), etag=etag_of(regime))
+
+    async def change_regime(
+        regime_id: str, request: Request, build: Callable[[Regime | None], Regime], patch: bool
+    ) -> ORJSONResponse:
+        if_match = request.headers.get("if-match")
+        change = await _run(
+            lambda: h.ops.put(
+                REGIMES,
+                regime_id,
+                build,
+                actor=_principal(request),
+                if_match=if_match,
+                create=False,
+                patch=patch,
+            )
+        )
+        return await h.written(change, regime_id)
+
+    @api.put("/regimes/{regime_id}", dependencies=[write])
+    async def put_regime(regime_id: str, request: Request) -> ORJSONResponse:
+        body = await _json_body(request)
+        regime = await _run(lambda: regime_from_body(body, regime_id))
+        return await change_regime(regime_id, request, lambda _: regime, patch=False)
+
+    @api.patch("/regimes/{regime_id}", dependencies=[write])
+    async def patch_regime(regime_id: str, request: Request) -> ORJSONResponse:
+        body = await _json_body(request)
+
+        def build(current: Regime | None) -> Regime:
+            assert current is not None  # create=False: the store answers 404 first
+            merged = patched(regime_document(current), body, frozenset({"enabled"}))
+            return regime_from_body(merged, regime_id)
+
+        return await change_regime(regime_id, request, build, patch=True)
+
+
+def router(runtime: GatewayRuntime) -> APIRouter:
+    """The /admin routes, bound to a running gateway."""
+
+    def gate(roles: Any) -> Any:
+        return Depends(require(roles, lambda: runtime.access, lambda: runtime.snapshot))
+
+    api = APIRouter(prefix="/admin", tags=["admin"])
+    handlers, read = _Handlers(runtime), gate(READ_CONFIG)
+    _region_routes(api, handlers, read, gate(WRITE_REGIONS))
+    _tenant_routes(api, handlers, read, gate(WRITE_POLICY))
+    _regime_routes(api, handlers, read, gate(WRITE_POLICY))
+    return api

@@ -1,0 +1,150 @@
+"""Audit read API for auditors and admins: search, one decision explained, period reports.
+
+Every endpoint requires an operator token with role auditor or admin (gateway.access);
+tenant API keys are refused. Also serves the auditors' web console (static files).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Request
+from starlette.staticfiles import StaticFiles
+from starlette.types import Message, Receive, Scope, Send
+
+from compliance.audit_query.explain import decision_document
+from compliance.audit_query.filters import (
+    DecisionFilter,
+    FilterError,
+    parse_filter,
+    parse_limit,
+)
+from compliance.audit_query.reader import AuditReader
+from compliance.store.access_store import Principal
+from compliance.store.errors import StoreError, StoreUnavailable
+from gateway.access import READ_AUDIT, require
+from gateway.intake import RequestRejected
+
+if TYPE_CHECKING:
+    from gateway.runtime import GatewayRuntime
+
+CONSOLE_DIR = Path(__file__).resolve().parent / "console"
+FILTER_PARAMS = frozenset(
+    {
+        "since",
+        "until",
+        "tenant",
+        "client_country",
+        "jurisdiction",
+        "data_class",
+        "region",
+        "outcome",
+    }
+)
+_SEARCH_PARAMS = FILTER_PARAMS | {"limit", "cursor"}
+_CONSOLE_HEADERS = [
+    # The console loads nothing from elsewhere and writes data only as text.
+    (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; base-uri 'none'"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-cache"),
+]
+T = TypeVar("T")
+
+
+def _bad_filter(exc: FilterError) -> RequestRejected:
+    return RequestRejected(400, str(exc), "invalid_filter", param=exc.field)
+
+
+def _spec(request: Request, allowed: frozenset[str]) -> DecisionFilter:
+    """Filters from the query string; unknown parameters are refused (a typo must not widen)."""
+    params = request.query_params
+    unknown = sorted(set(params) - allowed)
+    if unknown:
+        raise RequestRejected(
+            400,
+            f"unknown query parameter {unknown[0]!r}; expected: {', '.join(sorted(allowed))}",
+            "invalid_filter",
+            param=unknown[0],
+        )
+    try:
+        return parse_filter(**{name: params.get(name) for name in FILTER_PARAMS})
+    except FilterError as exc:
+        raise _bad_filter(exc) from None
+
+
+async def _read(call: Callable[..., T], *args: Any) -> T:
+    """Run a blocking database read off the event loop; store failures become 503."""
+    try:
+        return await asyncio.to_thread(call, *args)
+    except FilterError as exc:
+        raise _bad_filter(exc) from None
+    except (StoreUnavailable, StoreError) as exc:
+        raise RequestRejected(
+            503, f"audit database unavailable: {exc}", "store_unavailable"
+        ) from None
+
+
+def router(runtime: GatewayRuntime) -> APIRouter:
+    """The /audit read endpoints over the runtime's database."""
+    reader = AuditReader(runtime.store.engine)
+    auditor = Depends(require(READ_AUDIT, lambda: runtime.access, lambda: runtime.snapshot))
+    api = APIRouter(prefix="/audit", tags=["audit"])
+
+    @api.get("/decisions")
+    async def decisions(request: Request, _: Principal = auditor) -> dict[str, Any]:
+        """Routing records matching the filters, newest first, one page at a time."""
+        spec = _spec(request, _SEARCH_PARAMS)
+        try:
+            limit = parse_limit(request.query_params.get("limit"))
+        except FilterError as exc:
+            raise _bad_filter(exc) from None
+        page = await _read(reader.search, spec, limit, request.query_params.get("cursor"))
+        return {
+            "decisions": page.records,
+            "next_cursor": page.next_cursor,
+            "limit": limit,
+            "filters": spec.as_query(),
+        }
+
+    @api.get("/decisions/{decision_id}")
+    async def decision(decision_id: str, _: Principal = auditor) -> dict[str, Any]:
+        """One routing record with its explanation in plain words and its trace id."""
+        record = await _read(reader.get, decision_id)
+        if record is None:
+            raise RequestRejected(
+                404, f"no routing record with decision id {decision_id!r}", "not_found"
+            )
+        return decision_document(record)
+
+    @api.get("/reports")
+    async def reports(request: Request, _: Principal = auditor) -> dict[str, Any]:
+        """Jurisdiction x region matrix, refusals by reason, re-evaluation, for a period."""
+        spec = _spec(request, FILTER_PARAMS)
+        report = await _read(reader.report, spec)
+        return report.to_dict()
+
+    return api
+
+
+class _ConsoleFiles:
+    """The console's static files with headers that keep the page self-contained."""
+
+    def __init__(self) -> None:
+        self._files = StaticFiles(directory=CONSOLE_DIR, html=True)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *_CONSOLE_HEADERS]
+            await send(message)
+
+        await self._files(scope, receive, send_with_headers)
+
+
+def console_app() -> _ConsoleFiles:
+    """The auditors' web console, to mount at /console (it needs no token to load)."""
+    return _ConsoleFiles()

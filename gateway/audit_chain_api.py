@@ -1,0 +1,102 @@
+"""HTTP endpoints of the audit chain: public key, chain status (verify), signed exports.
+
+All need an operator token with role auditor or admin (gateway.access.READ_AUDIT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import PlainTextResponse, StreamingResponse
+
+from compliance.audit.export import FORMATS, parse_instant
+from compliance.store.access_store import Principal
+from compliance.store.errors import StoreError, StoreUnavailable
+from gateway.access import READ_AUDIT, require
+from gateway.intake import RequestRejected
+
+if TYPE_CHECKING:
+    from gateway.runtime import GatewayRuntime
+
+MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl"}
+
+
+def _instant(value: str | None, name: str) -> datetime | None:
+    try:
+        return parse_instant(value, name)
+    except ValueError as exc:
+        raise RequestRejected(400, str(exc), "invalid_parameter", param=name) from None
+
+
+def _unavailable(exc: Exception) -> RequestRejected:
+    return RequestRejected(503, f"audit database unavailable: {exc}", "store_unavailable")
+
+
+def _first_chunk(chunks: Iterator[bytes]) -> bytes:
+    try:
+        return next(chunks)
+    except StopIteration:
+        return b""
+
+
+def router(runtime: GatewayRuntime) -> APIRouter:
+    """GET /audit/public-key, /audit/chain/status and /audit/export."""
+    auditor = Depends(require(READ_AUDIT, lambda: runtime.access, lambda: runtime.snapshot))
+    api = APIRouter(prefix="/audit", tags=["audit chain"])
+
+    @api.get("/public-key", response_class=PlainTextResponse)
+    async def public_key(_: Principal = auditor) -> PlainTextResponse:
+        """The Ed25519 public key (PEM) that verifies checkpoints and export manifests."""
+        return PlainTextResponse(
+            runtime.audit.public_pem,
+            media_type="application/x-pem-file",
+            headers={"X-Audit-Key-Id": runtime.audit.key_id},
+        )
+
+    @api.get("/chain/status")
+    async def chain_status(
+        max_age: float = Query(60.0, ge=0, description="reuse a verify result this recent"),
+        _: Principal = auditor,
+    ) -> dict[str, Any]:
+        """The result of verifying the whole chain (cached up to `max_age` seconds)."""
+        try:
+            report = await asyncio.to_thread(runtime.audit.status, max_age)
+        except (StoreUnavailable, StoreError) as exc:
+            raise _unavailable(exc) from None
+        return report.to_dict()
+
+    @api.get("/export")
+    async def export(
+        format: str = Query(..., description="csv or jsonl"),
+        since: str | None = Query(None, description="ISO 8601 date or time (inclusive)"),
+        until: str | None = Query(None, description="ISO 8601 date or time (exclusive)"),
+        _: Principal = auditor,
+    ) -> StreamingResponse:
+        """The period's chain entries, streamed, closed by a signed manifest line."""
+        if format not in FORMATS:
+            raise RequestRejected(
+                400, f"format: must be one of {', '.join(FORMATS)}", "invalid_parameter", "format"
+            )
+        start, end = _instant(since, "since"), _instant(until, "until")
+        chunks = runtime.audit.export(format, start, end)  # type: ignore[arg-type]
+        try:  # the first chunk opens the read: a database outage is still a clean 503
+            first = await asyncio.to_thread(_first_chunk, chunks)
+        except (StoreUnavailable, StoreError) as exc:
+            raise _unavailable(exc) from None
+
+        def body() -> Iterator[bytes]:
+            yield first
+            yield from chunks
+
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        return StreamingResponse(
+            body(),
+            media_type=MEDIA_TYPES[format],
+            headers={"Content-Disposition": f'attachment; filename="audit-{stamp}.{format}"'},
+        )
+
+    return api

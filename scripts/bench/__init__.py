@@ -1,0 +1,1 @@
+"""Helpers of scripts/bench_gateway.py (fake upstream, naive proxy, load generation, reports)."""

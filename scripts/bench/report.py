@@ -1,0 +1,242 @@
+"""Turn benchmark results into target verdicts, a plain-text table and a latency chart."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+PATHS = ("direct", "naive", "gateway")
+
+
+def _get(results: dict[str, Any], *keys: Any) -> Any:
+    node: Any = results
+    for key in keys:
+        if not isinstance(node, dict | list):
+            return None
+        try:
+            node = node[key]
+        except (KeyError, IndexError):
+            return None
+    return node
+
+
+def _rate_row(results: dict[str, Any], path: str, rate: int) -> dict[str, Any] | None:
+    for row in _get(results, "open_loop", path) or []:
+        if row["offered_rps"] == rate:
+            return dict(row)
+    return None
+
+
+def _failed_total(results: dict[str, Any]) -> int:
+    total = 0
+    for path in PATHS:
+        total += _get(results, "single_client", path, "failed") or 0
+        total += sum(r["failed"] for r in _get(results, "open_loop", path) or [])
+        total += _get(results, "peak", path, "failed") or 0
+        total += _get(results, "streaming", path, "errors") or 0
+    total += _get(results, "memory", "load", "failed") or 0
+    total += _get(results, "records", "missing") or 0
+    return int(total)
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each issue-5 target with the measured value and a verdict (None: not measured)."""
+    at_1000 = _rate_row(results, "gateway", 1000)
+    checks: list[tuple[str, str, Any, float, bool]] = [
+        # (name, unit, value, limit, higher_is_better)
+        ("added p50 at one client", "ms", _get(results, "added", "single_p50_ms"), 0.5, False),
+        ("added p99 at one client", "ms", _get(results, "added", "single_p99_ms"), 2.0, False),
+        ("peak on one core", "req/s", _get(results, "peak", "gateway", "rps"), 3000, True),
+        ("share of naive peak", "%", _get(results, "added", "share_of_naive_peak_pct"), 50, True),
+        ("p99 at 1,000 req/s", "ms", at_1000["p99_ms"] if at_1000 else None, 5.0, False),
+        ("streaming added TTFT", "ms", _get(results, "added", "stream_ttft_p50_ms"), 1.0, False),
+        (
+            "streaming added per chunk",
+            "ms",
+            _get(results, "added", "stream_chunk_p50_ms"),
+            0.2,
+            False,
+        ),
+        ("RSS growth", "%", _get(results, "memory", "growth_pct"), 5.0, False),
+        ("requests lost or failed", "", _failed_total(results), 0, False),
+    ]
+    rows = []
+    for name, unit, value, limit, higher in checks:
+        ok = None
+        if isinstance(value, int | float) and not math.isnan(value):
+            ok = value >= limit if higher else value <= limit
+        rows.append(
+            {
+                "target": name,
+                "limit": f"{'>=' if higher else '<='} {limit:g} {unit}".strip(),
+                "measured": value,
+                "unit": unit,
+                "met": ok,
+            }
+        )
+    return rows
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return "nan" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def table(results: dict[str, Any]) -> str:
+    """The figures as an aligned plain-text table, then the target verdicts."""
+    rows: list[list[str]] = [["", *PATHS]]
+    rows.append(
+        ["one client p50 / p99 ms"]
+        + [
+            f"{_fmt(_get(results, 'single_client', p, 'p50_ms'))} / "
+            f"{_fmt(_get(results, 'single_client', p, 'p99_ms'))}"
+            for p in PATHS
+        ]
+    )
+    rates = sorted({r["offered_rps"] for p in PATHS for r in _get(results, "open_loop", p) or []})
+    for rate in rates:
+        cells = []
+        for p in PATHS:
+            row = _rate_row(results, p, rate)
+            cells.append(f"{_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])}" if row else "-")
+        rows.append([f"{rate} req/s p50 / p99 ms", *cells])
+    rows.append(["peak req/s (wrk)"] + [_fmt(_get(results, "peak", p, "rps"), 0) for p in PATHS])
+    rows.append(
+        ["server CPU us/req: 1 client / peak"]
+        + [
+            f"{_fmt(_get(results, 'single_client', p, 'server_cpu_us_per_req'), 0)} / "
+            f"{_fmt(_get(results, 'peak', p, 'server_cpu_us_per_req'), 0)}"
+            for p in PATHS
+        ]
+    )
+    rows.append(
+        ["server CPU use at peak %"]
+        + [_fmt(_get(results, "peak", p, "server_cpu_util_pct"), 0) for p in PATHS]
+    )
+    rows.append(
+        ["stream TTFT p50 ms"] + [_fmt(_get(results, "streaming", p, "ttft_p50_ms")) for p in PATHS]
+    )
+    rows.append(
+        ["stream chunk transit p50 ms"]
+        + [_fmt(_get(results, "streaming", p, "chunk_transit_p50_ms")) for p in PATHS]
+    )
+    rows.append(["failed (all runs)"] + [_fmt(_failed_of(results, p)) for p in PATHS])
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    for extra in _extras(results):
+        lines.append(extra)
+    lines.append("")
+    for t in results.get("targets", []):
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        lines.append(f"  {t['target']:<28} {t['limit']:<14} {_fmt(t['measured'])} {verdict}")
+    return "\n".join(lines)
+
+
+def _failed_of(results: dict[str, Any], path: str) -> int:
+    return int(
+        (_get(results, "single_client", path, "failed") or 0)
+        + sum(r["failed"] for r in _get(results, "open_loop", path) or [])
+        + (_get(results, "peak", path, "failed") or 0)
+        + (_get(results, "streaming", path, "errors") or 0)
+    )
+
+
+def _extras(results: dict[str, Any]) -> list[str]:
+    meta = results.get("meta", {})
+    out = [
+        "machine load average at start / end: {} / {}; gateway settings: {}".format(
+            _load(meta.get("loadavg_at_start")),
+            _load(meta.get("loadavg_at_end")),
+            meta.get("gateway_env") or "embedded defaults",
+        )
+    ]
+    if meta.get("fdatasync"):
+        sync = meta["fdatasync"]
+        out.append(
+            f"fdatasync in the gateway's data dir: p50 {sync['p50_ms']} / p99 {sync['p99_ms']} ms"
+        )
+    added = results.get("added", {})
+    if added:
+        out.append(
+            "added by the gateway: one client p50 {} / p99 {} ms; stream TTFT {} ms, "
+            "per chunk {} ms; peak {}% of naive".format(
+                *(
+                    _fmt(added.get(k))
+                    for k in (
+                        "single_p50_ms",
+                        "single_p99_ms",
+                        "stream_ttft_p50_ms",
+                        "stream_chunk_p50_ms",
+                    )
+                ),
+                _fmt(added.get("share_of_naive_peak_pct"), 1),
+            )
+        )
+        out.append(
+            "CPU per request at peak: gateway {} us more than naive; a core fully used would give "
+            "~{} req/s (naive ~{})".format(
+                _fmt(added.get("peak_cpu_us_per_req_over_naive"), 0),
+                _fmt(added.get("cpu_bound_peak_estimate_rps"), 0),
+                _fmt(added.get("naive_cpu_bound_peak_estimate_rps"), 0),
+            )
+        )
+    memory = results.get("memory")
+    if memory:
+        out.append(
+            f"gateway RSS: {memory['rss_before_mib']} MiB -> {memory['rss_after_mib']} MiB over "
+            f"{memory['requests']:,} requests ({_fmt(memory['growth_pct'], 2)}%)"
+        )
+    records = results.get("records")
+    if records:
+        out.append(f"routing records: {records}")
+    workers = results.get("workers")
+    if workers:
+        out.append(
+            f"{workers['workers']} workers: peak {workers['peak']['rps']} req/s "
+            f"(1 worker: {_get(results, 'peak', 'gateway', 'rps')}); {workers['note']}"
+        )
+        for row in workers["open_loop"]:
+            out.append(
+                f"  {row['offered_rps']} req/s: p50 {_fmt(row['p50_ms'])} / "
+                f"p99 {_fmt(row['p99_ms'])} ms, failed {row['failed']}"
+            )
+    return out
+
+
+def _load(values: Any) -> str:
+    return " ".join(f"{v:.2f}" for v in values) if values else "-"
+
+
+def chart(results: dict[str, Any], path: Path) -> None:
+    """PNG: p50 and p99 latency against offered rate, one line per path (log scale)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
+    series = [(p, _get(results, "open_loop", p) or []) for p in PATHS]
+    if results.get("workers"):
+        series.append(
+            (f"gateway x{results['workers']['workers']}", results["workers"]["open_loop"])
+        )
+    for ax, key, title in ((axes[0], "p50_ms", "p50"), (axes[1], "p99_ms", "p99")):
+        for name, rows in series:
+            if rows:
+                xs = [r["offered_rps"] for r in rows]
+                ax.plot(xs, [r[key] for r in rows], marker="o", label=name)
+        ax.set_title(f"{title} latency vs offered rate (open loop)")
+        ax.set_xlabel("offered rate, req/s")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("latency, ms (from scheduled send time)")
+    axes[0].legend()
+    peaks = ", ".join(f"{p} {_fmt(_get(results, 'peak', p, 'rps'), 0)}" for p in PATHS)
+    fig.suptitle(f"Residency Gateway overhead benchmark - peak req/s: {peaks}", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
