@@ -14,6 +14,10 @@ from regions.geo import haversine_km
 
 _CACHE_LIMIT = 4096
 
+Origin = tuple[float, float] | None
+Ranking = tuple[tuple[Region, float], ...]
+"""Allowed regions with their distance in km from the request's origin, nearest first."""
+
 
 def hash_api_key(api_key: str) -> str:
     """SHA-256 of an API key: keys are random and long, so a plain hash stores them safely."""
@@ -30,6 +34,7 @@ class PolicySnapshot:
     __slots__ = (
         "_distance_cache",
         "_evaluation_cache",
+        "_ranking_cache",
         "compiled_at",
         "label",
         "regimes",
@@ -63,6 +68,7 @@ class PolicySnapshot:
         self._evaluation_cache: dict[tuple[frozenset[str], str, str | None, date], PolicyEvaluation]
         self._evaluation_cache = {}
         self._distance_cache: dict[tuple[float, float], Mapping[str, float]] = {}
+        self._ranking_cache: dict[tuple[object, ...], Ranking] = {}
 
     def tenant_for_key(self, api_key: str) -> Tenant | None:
         """The tenant owning `api_key`, or None."""
@@ -93,6 +99,29 @@ class PolicySnapshot:
             if len(self._distance_cache) >= _CACHE_LIMIT:
                 self._distance_cache.clear()
             self._distance_cache[key] = cached
+        return cached
+
+    def ranked_allowed(
+        self, evaluation: PolicyEvaluation, key: tuple[object, ...], origin: Origin
+    ) -> Ranking:
+        """The allowed regions nearest first, with their distances (memoised per `key`/origin).
+
+        `key` must identify `evaluation` (the facts it was evaluated for).
+        """
+        point = (round(origin[0], 2), round(origin[1], 2)) if origin else None
+        cache_key = (key, point)
+        cached = self._ranking_cache.get(cache_key)
+        if cached is None:
+            distances = self.distances_from(*origin) if origin else {}
+            far = float("inf")
+            pairs = [
+                (r, distances.get(r.id, far)) for r in self.regions if r.id in evaluation.allowed
+            ]
+            pairs.sort(key=lambda pair: (pair[1], pair[0].id))
+            cached = tuple(pairs)
+            if len(self._ranking_cache) >= _CACHE_LIMIT:
+                self._ranking_cache.clear()
+            self._ranking_cache[cache_key] = cached
         return cached
 
     def served_models(self) -> frozenset[str]:

@@ -8,6 +8,7 @@ Exit status: 0 intact, 1 tampering found, 2 usage or setup error.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -74,7 +75,7 @@ def _chain(settings: Settings, *, signing: bool, key_files: list[Path] | None = 
 def _verify(args: argparse.Namespace) -> int:
     chain = _chain(Settings(), signing=False, key_files=args.public_key)
     try:
-        report = chain.verify()
+        report = chain.verify(workers=args.workers)
     finally:
         chain.engine.dispose()
     if args.json:
@@ -191,6 +192,12 @@ def register(audit_commands: argparse._SubParsersAction) -> None:  # type: ignor
         help="trust this public key for checkpoints (repeatable; default: the local key)",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="processes hashing a large SQLite chain in parallel (default: one per CPU)",
+    )
     verify.set_defaults(handler=_verify)
 
     export = audit_commands.add_parser("export", help="signed CSV / JSON Lines export")

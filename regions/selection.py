@@ -21,15 +21,13 @@ class Selection:
     skipped: tuple[tuple[str, str], ...]
 
 
-def skip_reason(region: Region, model: str | None, health: HealthView) -> str | None:
-    """Why an allowed region cannot take this request now, or None if it can."""
+def unavailability(region: Region, health: HealthView) -> str | None:
+    """Why a region cannot take any new request now (status, health), or None if it can."""
     if region.status is not RegionStatus.ACTIVE:
         return f"region is {region.status.value}"
     state = health.get(region.id)
     if state is not None and not state.healthy:
         return f"unhealthy: {state.detail}"
-    if model is not None and model not in region.models:
-        return f"does not serve model {model}"
     return None
 
 
@@ -46,32 +44,30 @@ def _weighted_pick(tier: Sequence[Region], seed: int) -> Region:
 
 
 def select(
-    allowed: Sequence[Region],
-    distances_km: Mapping[str, float],
+    ranked: Sequence[tuple[Region, float]],
     model: str | None,
-    health: HealthView,
+    unavailable: Mapping[str, str],
     seed: int,
 ) -> Selection:
-    """Order the usable allowed regions by distance; pick by weight among the equally near.
+    """Pick from allowed regions ranked nearest first; weights decide among the equally near.
 
-    Contract: `chosen` and every fallback are members of `allowed`.
+    `unavailable` maps region ids to why they take no new requests. Contract: `chosen` and
+    every fallback come from `ranked`.
     """
-    usable: list[Region] = []
+    usable: list[tuple[Region, float]] = []
     skipped: list[tuple[str, str]] = []
-    for region in allowed:
-        reason = skip_reason(region, model, health)
+    for region, distance in ranked:
+        reason = unavailable.get(region.id)
+        if reason is None and model is not None and model not in region.models:
+            reason = f"does not serve model {model}"
         if reason is None:
-            usable.append(region)
+            usable.append((region, distance))
         else:
             skipped.append((region.id, reason))
     if not usable:
         return Selection(None, (), tuple(skipped))
-    far = float("inf")
-    usable.sort(key=lambda r: (distances_km.get(r.id, far), r.id))
-    nearest = distances_km.get(usable[0].id, far)
-    tier = [
-        r for r in usable if distances_km.get(r.id, far) - nearest <= NEAR_TIER_KM and r.weight > 0
-    ]
-    chosen = _weighted_pick(tier, seed) if tier else usable[0]
-    fallbacks = tuple(r.id for r in usable if r is not chosen)
+    nearest = usable[0][1]
+    tier = [r for r, d in usable if d - nearest <= NEAR_TIER_KM and r.weight > 0]
+    chosen = _weighted_pick(tier, seed) if tier else usable[0][0]
+    fallbacks = tuple(r.id for r, _ in usable if r is not chosen)
     return Selection(chosen.id, fallbacks, tuple(skipped))

@@ -103,7 +103,7 @@ def load_sqlite(path: Path, count: int, shapes: list[dict[str, Any]]) -> float:
 
         with conn:
             conn.executemany(sql, values())
-        conn.execute("ANALYZE")
+        # No ANALYZE: the gateway never runs it, so the planner works without statistics.
     finally:
         conn.close()
     return time.perf_counter() - started
@@ -175,9 +175,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--keep", type=Path, help="keep the SQLite file in this directory")
     args = parser.parse_args()
     with ExitStack() as stack:
-        directory = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rg-bench-")))
+        directory = args.keep or Path(
+            stack.enter_context(tempfile.TemporaryDirectory(prefix="rg-bench-"))
+        )
+        directory.mkdir(parents=True, exist_ok=True)
         if args.backend in ("sqlite", "both"):
             path = directory / "audit.db"
             url = f"sqlite:///{path}"

@@ -17,12 +17,10 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -34,28 +32,18 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import loadgen, peak, procs, profile, report
-
-REPO = Path(__file__).resolve().parents[1]
-PYTHON = sys.executable
-API_KEY = "rg-bench-key"
-CLIENT_IP = "80.128.0.1"  # the bundled GeoIP places it in DE: GDPR applies, eu-frankfurt chosen
-BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}'
-STREAM_BODY = BODY[:-1] + b',"stream":true}'
-HEADERS = {
-    "Content-Type": "application/json",
-    "Authorization": f"Bearer {API_KEY}",
-    "X-Forwarded-For": CLIENT_IP,
-}
-INFERENCE_PATH = "/v1/chat/completions"
-REGIONS = (
-    ("eu-frankfurt", "DE", 50.11, 8.68, ""),
-    ("uk-london", "GB", 51.51, -0.13, ""),
-    ("in-mumbai", "IN", 19.08, 72.88, ""),
-    ("us-virginia", "US", 38.95, -77.45, ""),
-    ("us-oregon", "US", 45.60, -121.18, "[eu_us_dpf, uk_extension_dpf, swiss_us_dpf]"),
+from bench import procs, profile, report
+from bench.harness import (
+    CLIENT_IP,
+    GATEWAY_CORE,
+    LOAD_CORE,
+    PYTHON,
+    REPO,
+    Bench,
+    fdatasync_ms,
+    mib,
+    smoke,
 )
-GATEWAY_CORE, LOAD_CORE = "0", "1"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -72,7 +60,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--chunk-interval-ms", type=float, default=1.0)
     p.add_argument("--workers", type=int, default=1, help="also run the gateway with N workers")
     p.add_argument("--profile", action="store_true", help="py-spy the gateway at --profile-rate")
-    p.add_argument("--profile-rate", type=int, default=2000)
+    p.add_argument(
+        "--profile-rate", type=int, help="req/s offered while profiling (default: 80%% of peak)"
+    )
     p.add_argument("--profile-duration", type=float, help="seconds (default 10)")
     p.add_argument(
         "--gateway-env",
@@ -106,196 +96,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def catalog_yaml(upstream_port: int) -> str:
-    """Every region of the demo layout, all served by the one fast upstream."""
-    lines = ["regions:"]
-    for region_id, country, lat, lon, attestations in REGIONS:
-        lines += [
-            f"  - id: {region_id}",
-            f"    name: {region_id} (bench upstream)",
-            f"    country: {country}",
-            f"    latitude: {lat}",
-            f"    longitude: {lon}",
-            f"    base_url: http://127.0.0.1:{upstream_port}",
-            "    models: [gpt-4o-mini, gpt-4o]",
-        ]
-        if attestations:
-            lines.append(f"    attestations: {attestations}")
-    lines += [
-        "tenants:",
-        "  - id: bench",
-        "    name: Benchmark tenant",
-        f"    api_keys: [{API_KEY}]",
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def clean_env() -> dict[str, str]:
-    """The environment without GATEWAY_*/OTEL_* settings from the caller's shell."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "OTEL_"))}
-
-
-class Bench:
-    """The processes of one run and the measurements taken against them."""
-
-    def __init__(self, args: argparse.Namespace, ps: procs.ProcessSet, tmp: Path) -> None:
-        self.args = args
-        self.ps = ps
-        self.tmp = tmp
-        self.ports: dict[str, int] = {}
-        self.pids: dict[str, int] = {}  # the server process behind each path
-        self.gateway_pid = 0
-        self.gateway_ok = 0  # 200 responses the gateway gave (routing records expected)
-        self.payload: dict[str, bytes] = {}
-        self.stream_payload: dict[str, bytes] = {}
-        self.wrk_script = peak.write_script(tmp / "post.lua", HEADERS, BODY)
-        self.log = print
-
-    # -- processes -------------------------------------------------------------------------
-    def start_upstream(self) -> None:
-        port = self.ports["direct"] = procs.free_port()
-        argv = [PYTHON, str(REPO / "scripts/bench/upstream.py"), "--port", str(port)]
-        argv += ["--chunks", str(self.args.chunks)]
-        argv += ["--chunk-interval-ms", str(self.args.chunk_interval_ms)]
-        self.pids["direct"] = self.ps.start("upstream", argv, LOAD_CORE, clean_env()).pid
-        self.ps.wait_http("upstream", f"http://127.0.0.1:{port}/healthz", 30)
-
-    def start_naive(self) -> None:
-        port = self.ports["naive"] = procs.free_port()
-        argv = [PYTHON, str(REPO / "scripts/bench/naive_proxy.py"), "--port", str(port)]
-        argv += ["--upstream", f"http://127.0.0.1:{self.ports['direct']}"]
-        self.pids["naive"] = self.ps.start("naive", argv, GATEWAY_CORE, clean_env()).pid
-        self.ps.wait_http("naive", f"http://127.0.0.1:{port}/healthz", 30)
-
-    def start_gateway(self, name: str, workers: int, cores: str) -> int:
-        port = self.ports[name] = procs.free_port()
-        data_dir = self.tmp / name
-        data_dir.mkdir()
-        catalog = self.tmp / "catalog.yaml"
-        catalog.write_text(catalog_yaml(self.ports["direct"]))
-        env = clean_env() | {
-            "GATEWAY_DATA_DIR": str(data_dir),
-            "GATEWAY_SEED_CATALOG": str(catalog),
-            "OTEL_TRACES_EXPORTER": "none",
-            **self.args.extra_env,
-        }
-        argv = [PYTHON, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--workers", str(workers), "--trust-proxy", "127.0.0.1/32"]
-        proc = self.ps.start(name, argv, cores, env, cwd=REPO)
-        self.pids[name] = proc.pid
-        self.ps.wait_http(name, f"http://127.0.0.1:{port}/readyz", 120)
-        return proc.pid
-
-    def stop_gateway(self, name: str) -> dict[str, Any]:
-        """Stop gracefully (queued records are written) and count the routing records."""
-        code = self.ps.stop(name, timeout=180)
-        return {"exit_code": code, **count_records(self.tmp / name)}
-
-    # -- measurements ----------------------------------------------------------------------
-    async def settle(self) -> None:
-        """Let every server finish what an earlier run left queued before the next one."""
-        waited = await asyncio.to_thread(procs.settle, self.ps.pids())
-        if waited > 5:
-            self.log(f"  (waited {waited:g}s for the servers to go idle)")
-
-    def payloads(self) -> None:
-        for name, port in self.ports.items():
-            self.payload[name] = loadgen.build_request(INFERENCE_PATH, port, HEADERS, BODY)
-            self.stream_payload[name] = loadgen.build_request(
-                INFERENCE_PATH, port, HEADERS, STREAM_BODY
-            )
-
-    def _cpu(
-        self, name: str, before: tuple[float, float], ok: int, seconds: float
-    ) -> dict[str, Any]:
-        """CPU the path's server used per successful request (noise-robust, unlike wall time)."""
-        main, total = procs.cpu_split(self.pids[name])
-        used, used_main = total - before[1], main - before[0]
-        per = 1e6 / ok if ok else math.nan
-        return {
-            "server_cpu_us_per_req": round(used * per, 1),
-            "server_main_thread_us_per_req": round(used_main * per, 1),
-            "server_cpu_util_pct": round(100 * used / seconds, 1) if seconds else math.nan,
-        }
-
-    def _count(self, name: str, ok: int) -> None:
-        if name.startswith("gateway"):
-            self.gateway_ok += ok
-
-    async def closed(self, name: str, total: int, concurrency: int, **kw: Any) -> dict[str, Any]:
-        await self.settle()
-        pool = loadgen.ClosedLoop(self.ports[name], self.payload[name], **kw)
-        cpu = procs.cpu_split(self.pids[name])
-        stats = await pool.run(total, concurrency)
-        summary = stats.summary()
-        summary.update(self._cpu(name, cpu, summary["ok"], stats.elapsed))
-        self._count(name, summary["ok"])
-        return summary
-
-    async def open_loop(self, name: str, rate: int, duration: float) -> dict[str, Any]:
-        await self.settle()
-        pool = loadgen.OpenLoop(self.ports[name], self.payload[name], max_connections=1024)
-        preopen = min(64, max(8, rate // 50))
-        cpu = procs.cpu_split(self.pids[name])
-        stats = await pool.run(rate, duration, preopen)
-        summary = stats.summary()
-        summary.update(self._cpu(name, cpu, summary["ok"], stats.elapsed))
-        self._count(name, summary["ok"])
-        return {"offered_rps": rate, "duration_s": duration, **summary}
-
-    async def wrk(self, name: str, cores: str = LOAD_CORE) -> dict[str, Any]:
-        await self.settle()
-        url = f"http://127.0.0.1:{self.ports[name]}{INFERENCE_PATH}"
-        cpu = procs.cpu_split(self.pids[name])
-        result = peak.run_wrk(
-            url, self.wrk_script, cores, self.args.peak_duration, self.args.peak_connections
-        )
-        result.update(self._cpu(name, cpu, result["requests"], result["seconds"]))
-        self._count(name, result["requests"] - result["non_2xx"])
-        return result
-
-    async def streams(self, name: str) -> dict[str, Any]:
-        await self.settle()
-        client = loadgen.StreamClient(self.ports[name], self.stream_payload[name], self.args.chunks)
-        summary = (await client.run(self.args.streams)).summary()
-        self._count(name, summary["streams"])
-        return summary
-
-
-def count_records(data_dir: Path) -> dict[str, Any]:
-    """Routing records in the gateway's SQLite database, and any set aside as refused."""
-    out: dict[str, Any] = {}
-    db = data_dir / "gateway.db"
-    try:
-        with contextlib.closing(sqlite3.connect(db)) as conn:
-            out["written"] = conn.execute("SELECT count(*) FROM routing_decisions").fetchone()[0]
-    except sqlite3.Error as exc:
-        out["written"] = None
-        out["error"] = str(exc)
-    rejected = data_dir / "routing-log-rejected.jsonl"
-    out["set_aside"] = len(rejected.read_bytes().splitlines()) if rejected.exists() else 0
-    return out
-
-
-def smoke(port: int, stream: bool = False) -> dict[str, str]:
-    """One request through the gateway: it must be routed (200, x-residency-region)."""
-    import urllib.request
-
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{INFERENCE_PATH}",
-        data=STREAM_BODY if stream else BODY,
-        headers=HEADERS,
-        method="POST",
-    )
-    with opener.open(request, timeout=10) as response:
-        body = response.read()
-        headers = {k.lower(): v for k, v in response.headers.items()}
-    if response.status != 200 or "x-residency-region" not in headers or not body:
-        raise RuntimeError(f"gateway smoke request failed: {response.status} {body[:200]!r}")
-    return headers
-
-
 async def run(bench: Bench) -> dict[str, Any]:
     args = bench.args
     say = bench.log
@@ -315,9 +115,11 @@ async def run(bench: Bench) -> dict[str, Any]:
         await bench.closed(name, 2_000 if not args.quick else 500, 8)
     results["memory"] = {"rss_startup_mib": mib(procs.rss_kib(bench.gateway_pid))}
 
+    bench.checkpoint(results)
     say(f"one client: {args.single} sequential requests per path")
     results["single_client"] = {n: await bench.closed(n, args.single, 1) for n in paths}
 
+    bench.checkpoint(results)
     results["open_loop"] = {n: [] for n in paths}
     for rate in args.rate_list:
         for name in paths:  # interleaved, so machine noise hits every path alike
@@ -325,18 +127,22 @@ async def run(bench: Bench) -> dict[str, Any]:
             results["open_loop"][name].append(await bench.open_loop(name, rate, args.duration))
             await asyncio.sleep(0.3)
 
+    bench.checkpoint(results)
     results["peak"] = {}
     for name in paths:
         say(f"peak (wrk, {args.peak_connections} connections, {args.peak_duration:g}s): {name}")
         results["peak"][name] = await bench.wrk(name)
         await asyncio.sleep(0.5)
 
+    bench.checkpoint(results)
     say(f"streaming: {args.streams} streams of {args.chunks} chunks per path")
     results["streaming"] = {n: await bench.streams(n) for n in paths}
 
+    bench.checkpoint(results)
     if args.profile:
-        results["profile"] = await profile_gateway(bench)
+        results["profile"] = await profile_gateway(bench, results["peak"]["gateway"]["rps"])
 
+    bench.checkpoint(results)
     if args.requests > 0:
         results["memory"].update(await memory(bench))
 
@@ -346,6 +152,7 @@ async def run(bench: Bench) -> dict[str, Any]:
     if written is not None:
         results["records"]["missing"] = max(0, bench.gateway_ok - written)
 
+    bench.checkpoint(results)
     if args.workers > 1:
         results["workers"] = await multi_worker(bench)
 
@@ -386,16 +193,17 @@ async def memory(bench: Bench) -> dict[str, Any]:
     }
 
 
-async def profile_gateway(bench: Bench) -> dict[str, Any]:
+async def profile_gateway(bench: Bench, peak_rps: float) -> dict[str, Any]:
     """py-spy on the gateway while an open loop offers `--profile-rate` req/s."""
     args = bench.args
+    rate = args.profile_rate or max(100, round(0.8 * peak_rps * 0.01) * 100)
     out = bench.tmp / "gateway.pyspy.raw"
-    bench.log(f"profile: py-spy {args.profile_duration:g}s at {args.profile_rate} req/s")
+    bench.log(f"profile: py-spy {args.profile_duration:g}s at {rate} req/s")
     await bench.settle()
     threads_before = procs.thread_cpu(bench.gateway_pid)
-    argv = profile.py_spy_argv(bench.gateway_pid, out, args.profile_duration, 100)
+    argv = profile.py_spy_argv(bench.gateway_pid, out, args.profile_duration, 200)
     spy = bench.ps.start("py-spy", argv, LOAD_CORE)
-    load = await bench.open_loop("gateway", args.profile_rate, args.profile_duration + 1.0)
+    load = await bench.open_loop("gateway", rate, args.profile_duration + 1.0)
     threads = thread_shares(bench.gateway_pid, threads_before, args.profile_duration + 1.0)
     with contextlib.suppress(subprocess.TimeoutExpired):
         await asyncio.to_thread(spy.wait, args.profile_duration + 30)
@@ -407,7 +215,9 @@ async def profile_gateway(bench: Bench) -> dict[str, Any]:
     summary = profile.summarise(out, REPO)
     summary["raw_file"] = str(keep)
     summary["thread_cpu_percent_of_core"] = threads
-    summary["load_under_profiler"] = {k: load[k] for k in ("offered_rps", "p50_ms", "p99_ms")}
+    summary["load_under_profiler"] = {
+        k: load[k] for k in ("offered_rps", "p50_ms", "p99_ms", "failed", "server_cpu_us_per_req")
+    }
     bench.log(profile.format_report(summary))
     return summary
 
@@ -474,33 +284,6 @@ def added(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fdatasync_ms(directory: Path, count: int = 100) -> dict[str, float]:
-    """Latency of a small write + fdatasync where the gateway keeps its data (its spool)."""
-    path = directory / "fdatasync.probe"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-    times = []
-    try:
-        os.posix_fallocate(fd, 0, 1 << 20)
-        os.fsync(fd)
-        for i in range(count):
-            os.pwrite(fd, b"r" * 256, i * 256)
-            started = time.perf_counter()
-            os.fdatasync(fd)
-            times.append(time.perf_counter() - started)
-    finally:
-        os.close(fd)
-        path.unlink()
-    times.sort()
-    return {
-        "p50_ms": round(loadgen.percentile(times, 50) * 1e3, 3),
-        "p99_ms": round(loadgen.percentile(times, 99) * 1e3, 3),
-    }
-
-
-def mib(kib: int) -> float:
-    return round(kib / 1024, 1)
-
-
 def meta(args: argparse.Namespace) -> dict[str, Any]:
     rev = subprocess.run(
         ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
@@ -554,7 +337,9 @@ def main(argv: list[str] | None = None) -> int:
             old.unlink()
         ps = procs.ProcessSet(log_dir)
         try:
-            results = uvloop.run(run(Bench(args, ps, tmp)))
+            bench = Bench(args, ps, tmp)
+            bench.partial = args.out / f"{stem}.partial.json"
+            results = uvloop.run(run(bench))
         except (procs.StartError, RuntimeError, OSError) as exc:
             print(f"bench-gateway: {exc}", file=sys.stderr)
             return 1
@@ -562,6 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             ps.stop_all()
     json_path, png_path = args.out / f"{stem}.json", args.out / f"{stem}.png"
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (args.out / f"{stem}.partial.json").unlink(missing_ok=True)
     report.chart(results, png_path)
     print()
     print(report.table(results))

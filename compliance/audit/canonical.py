@@ -89,6 +89,8 @@ def canonical_timestamp(value: datetime | str) -> str:
     if isinstance(value, str):
         if len(value) == _SQLITE_TS_LENGTH and value[10] == " ":
             return f"{value[:10]}T{value[11:]}Z"  # the SQLite storage format, already UTC
+        if len(value) == _SQLITE_TS_LENGTH + 1 and value[10] == "T" and value[-1] == "Z":
+            return value  # already canonical
         parsed = datetime.fromisoformat(value)
         value = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
     if value.tzinfo is None:
@@ -117,7 +119,8 @@ def normalise_fields(kind: Kind, record: Mapping[str, Any]) -> dict[str, Any]:
     """The hashed fields of `record` with the types the database returns.
 
     Absent fields are None; JSON fields go through `json_safe`; numbers get their column's type
-    (an int latency would read back as a float from a REAL column and change the hash).
+    (an int latency would read back as a float from a REAL column and change the hash), and
+    milliseconds are rounded to 6 decimals.
     """
     fields: dict[str, Any] = {}
     json_fields = JSON_FIELDS[kind]
@@ -128,8 +131,8 @@ def normalise_fields(kind: Kind, record: Mapping[str, Any]) -> dict[str, Any]:
                 value = json_safe(value)
             elif name in _INT_FIELDS:
                 value = int(value)
-            elif name in _FLOAT_FIELDS:
-                value = float(value)
+            elif name in _FLOAT_FIELDS:  # to the ns: short digits, as SQLite also prints them
+                value = round(float(value), 6)
         fields[name] = value
     return fields
 
@@ -168,32 +171,40 @@ def entry_hash(kind: Kind | str, seq: int, prev_hash: str, fields: Mapping[str, 
 
 
 class RawLayout:
-    """Hashes one kind's stored column values without parsing their JSON text.
+    """Hashes one kind's stored row without parsing its JSON text.
 
-    `columns` is the order the values come in (SQLite: JSON as text, timestamps as text).
+    A row holds `offset` leading values, then the JSON fields' text in sorted name order
+    (`json_names`, never None), then the other fields (`scalar_names`) with the timestamp
+    already in canonical form. When the stored text is canonical (see the module docstring)
+    `entry_bytes` equals the module-level `entry_bytes`; otherwise the hashes differ and the
+    caller falls back to parsing (`fields`).
     """
 
-    def __init__(self, kind: Kind, columns: Sequence[str]) -> None:
-        position = {name: i for i, name in enumerate(columns)}
+    def __init__(self, kind: Kind, offset: int) -> None:
         json_fields = JSON_FIELDS[kind]
-        self.kind = kind.value
-        self.time_field = TIME_FIELD[kind]
-        self.json_plan = [(f'"{name}":', position[name]) for name in sorted(json_fields)]
-        self.scalar_plan = [
-            (name, position[name]) for name in FIELDS[kind] if name not in json_fields
-        ]
+        self.kind = kind
+        self.offset = offset
+        self.json_names = tuple(sorted(json_fields))
+        self.scalar_names = tuple(name for name in FIELDS[kind] if name not in json_fields)
+        self._labels = tuple(f'"{name}":' for name in self.json_names)
+        self._split = offset + len(self.json_names)
 
-    def entry_bytes(self, seq: int, prev_hash: str, values: Sequence[Any]) -> bytes:
-        """The same bytes as `entry_bytes` when the stored JSON text is canonical."""
-        spliced = ",".join(
-            label + ("null" if values[i] is None else values[i]) for label, i in self.json_plan
-        )
-        record = {name: values[i] for name, i in self.scalar_plan}
-        stamp = record[self.time_field]
-        if stamp is not None:
-            record[self.time_field] = canonical_timestamp(stamp)
+    def entry_bytes(self, seq: int, prev_hash: str, row: Sequence[Any]) -> bytes:
+        """Canonical bytes spliced from a stored row (TypeError if a value has a wrong type)."""
+        spliced = ",".join(map(str.__add__, self._labels, row[self.offset : self._split]))
+        record = dict(zip(self.scalar_names, row[self._split :], strict=True))
         rest = orjson.dumps(
-            {"kind": self.kind, "prev": prev_hash, "record": record, "seq": seq},
+            {"kind": self.kind.value, "prev": prev_hash, "record": record, "seq": seq},
             option=orjson.OPT_SORT_KEYS,
         )
         return b'{"json":{' + spliced.encode("utf-8") + b"}," + rest[1:]
+
+    def fields(self, row: Sequence[Any]) -> dict[str, Any]:
+        """The row's fields, JSON parsed (text that does not parse stays text)."""
+        fields: dict[str, Any] = dict(zip(self.scalar_names, row[self._split :], strict=True))
+        for name, text in zip(self.json_names, row[self.offset : self._split], strict=True):
+            try:
+                fields[name] = orjson.loads(text)
+            except (orjson.JSONDecodeError, TypeError):
+                fields[name] = text  # cannot hash like the JSON that was written
+        return fields

@@ -1,43 +1,36 @@
 """Reading chain entries back from both tables, merged in chain order, fast.
 
-SQLite rows are read through the driver without SQLAlchemy's type processing (the verify
-benchmark reads 100,000+ entries a second); PostgreSQL rows through SQLAlchemy Core.
+On SQLite, rows are read through the driver as raw tuples (no SQLAlchemy type processing) in
+the layout `RawLayout` hashes without parsing; `verify` walks those directly and turns a row
+into an `Entry` only to explain a break. On PostgreSQL, rows are read through SQLAlchemy Core.
 """
 
 from __future__ import annotations
 
-import contextlib
-import heapq
+import sqlite3
 from collections.abc import Iterator, Sequence
 from hashlib import sha256
+from operator import itemgetter
 from typing import Any
 
-import orjson
 from sqlalchemy import Connection, func, select
 
-from compliance.audit.canonical import FIELDS, JSON_FIELDS, TIME_FIELD, Kind, RawLayout, entry_hash
+from compliance.audit.canonical import FIELDS, TIME_FIELD, Kind, RawLayout, entry_hash
 from compliance.audit.ledger import TABLES
 
 PAGE = 20_000
+KINDS = (Kind.DECISION, Kind.CONFIG_CHANGE)
+PREFIX = 5  # chain_seq, prev_hash, record_hash, row seq, kind index
+LAYOUTS = tuple(RawLayout(kind, PREFIX) for kind in KINDS)
+"""Raw SQLite row layouts, indexed by the kind index in column 4."""
+
+Row = Sequence[Any]
 
 
 class Entry:
-    """One chain entry as stored: its position, links, hashed fields and a readable name.
+    """One chain entry as stored: its position, links, hashed fields and a readable name."""
 
-    Rows read from SQLite keep their raw column values; `fields` parses them on first use and
-    `digest` hashes them without parsing when they are in canonical form.
-    """
-
-    __slots__ = (
-        "_fields",
-        "_layout",
-        "_values",
-        "kind",
-        "prev_hash",
-        "record_hash",
-        "row_seq",
-        "seq",
-    )
+    __slots__ = ("_fields", "_row", "kind", "prev_hash", "record_hash", "row_seq", "seq")
 
     def __init__(
         self,
@@ -47,7 +40,7 @@ class Entry:
         record_hash: str | None,
         row_seq: int,
         fields: dict[str, Any] | None = None,
-        raw: tuple[RawLayout, Sequence[Any]] | None = None,
+        row: Row | None = None,
     ) -> None:
         self.seq = seq
         self.kind = kind
@@ -55,39 +48,24 @@ class Entry:
         self.record_hash = record_hash
         self.row_seq = row_seq
         self._fields = fields
-        self._layout, self._values = raw if raw is not None else (None, ())
+        self._row = row
+
+    @classmethod
+    def from_row(cls, row: Row) -> Entry:
+        """An entry from a raw SQLite row."""
+        return cls(row[0], KINDS[row[4]], row[1], row[2], row[3], row=row)
 
     @property
     def fields(self) -> dict[str, Any]:
-        """The hashed fields (JSON values parsed; timestamps as stored)."""
+        """The hashed fields (JSON values parsed)."""
         if self._fields is None:
-            names = FIELDS[self.kind]
-            json_fields = JSON_FIELDS[self.kind]
-            fields = {}
-            for name, value in zip(names, self._values, strict=True):
-                if name in json_fields and isinstance(value, str):
-                    # unparsable text stays text: it cannot hash like the JSON that was written
-                    with contextlib.suppress(orjson.JSONDecodeError):
-                        value = orjson.loads(value)
-                fields[name] = value
-            self._fields = fields
+            assert self._row is not None
+            self._fields = LAYOUTS[self._row[4]].fields(self._row)
         return self._fields
 
     def digest(self, seq: int | None = None) -> str | None:
-        """The entry's hash recomputed for position `seq` (default: its own); None if unreadable."""
-        seq = self.seq if seq is None else seq
-        prev = self.prev_hash or ""
-        if self._layout is not None:
-            try:
-                fast = sha256(self._layout.entry_bytes(seq, prev, self._values)).hexdigest()
-            except (ValueError, TypeError):
-                fast = None
-            if fast == self.record_hash:
-                return fast
-        try:
-            return entry_hash(self.kind, seq, prev, self.fields)
-        except (ValueError, TypeError):
-            return None  # an unreadable timestamp or value: the entry was altered
+        """The hash recomputed for position `seq` (default: its own); None if unreadable."""
+        return digest_of(self, self.seq if seq is None else seq)
 
     def describe(self) -> str:
         """`decision dec-123` or `config change 4 (region eu-frankfurt update by alice)`."""
@@ -100,71 +78,169 @@ class Entry:
         )
 
 
-_LAYOUTS = {kind: RawLayout(kind, FIELDS[kind]) for kind in Kind}
+def digest_of(entry: Entry, seq: int) -> str | None:
+    """Hex hash of `entry` at position `seq`: spliced from the raw row when that matches its
+    stored hash, else from parsed fields; None if a value is unreadable (altered)."""
+    prev = entry.prev_hash or ""
+    row = entry._row
+    if row is not None:
+        try:
+            fast = sha256_hex(LAYOUTS[row[4]].entry_bytes(seq, prev, row))
+        except (TypeError, ValueError):
+            fast = None
+        if fast == entry.record_hash:
+            return fast
+    try:
+        return entry_hash(entry.kind, seq, prev, entry.fields)
+    except (TypeError, ValueError):
+        return None
 
 
-def _page_sqlite(
-    conn: Connection, kind: Kind, after: int, last: int | None, limit: int
-) -> list[Entry]:
+def sha256_hex(data: bytes) -> str:
+    """Hex SHA-256."""
+    return sha256(data).hexdigest()
+
+
+def _sqlite_select(kind: Kind) -> str:
     table = TABLES[kind].name
-    names = FIELDS[kind]
-    bound = "" if last is None else f" AND chain_seq <= {int(last)}"
-    sql = (
-        f"SELECT chain_seq, prev_hash, record_hash, seq, {', '.join(names)} FROM {table} "
-        f"WHERE chain_seq > {int(after)}{bound} ORDER BY chain_seq LIMIT {int(limit)}"
+    layout = LAYOUTS[KINDS.index(kind)]
+    stamp = TIME_FIELD[kind]
+    columns = [f"COALESCE({name}, 'null')" for name in layout.json_names]
+    columns += [_timestamp_sql(n) if n == stamp else n for n in layout.scalar_names]
+    return (
+        f"SELECT chain_seq, prev_hash, record_hash, seq, {KINDS.index(kind)}, "
+        f"{', '.join(columns)} FROM {table} WHERE chain_seq >= ? AND chain_seq < ?"
     )
-    layout = _LAYOUTS[kind]
+
+
+def _timestamp_sql(name: str) -> str:
+    """SQLAlchemy's 'YYYY-MM-DD HH:MM:SS.ffffff' as 'YYYY-MM-DDTHH:MM:SS.ffffffZ' (else as is)."""
+    return (
+        f"CASE WHEN length({name}) = 26 AND substr({name}, 11, 1) = ' ' THEN "
+        f"substr({name}, 1, 10) || 'T' || substr({name}, 12) || 'Z' ELSE {name} END"
+    )
+
+
+def _canonical_select(kind: Kind) -> str:
+    """SQL making SQLite build each row's canonical text itself with json_object (compact,
+    keys in the order given: sorted). Where SQLite formats a value differently from orjson (a
+    float needing 16+ digits, say) the hash differs and the caller re-checks that row."""
+    layout = LAYOUTS[KINDS.index(kind)]
+    stamp = TIME_FIELD[kind]
+    json_part = ", ".join(f"'{n}', json(COALESCE({n}, 'null'))" for n in layout.json_names)
+    record = ", ".join(
+        f"'{n}', {_timestamp_sql(n) if n == stamp else n}" for n in sorted(layout.scalar_names)
+    )
+    text = (
+        f"json_object('json', json_object({json_part}), 'kind', '{kind.value}', "
+        f"'prev', prev_hash, 'record', json_object({record}), 'seq', chain_seq)"
+    )
+    return (
+        f"SELECT chain_seq, prev_hash, record_hash, {text}, {KINDS.index(kind)} "
+        f"FROM {TABLES[kind].name} WHERE chain_seq >= ? AND chain_seq < ?"
+    )
+
+
+_SQLITE_SELECTS = {kind: _sqlite_select(kind) for kind in KINDS}
+CANONICAL_SELECTS = {kind: _canonical_select(kind) for kind in KINDS}
+_BY_SEQ = itemgetter(0)
+
+
+def sqlite_can_hash(conn: Connection) -> bool:
+    """True if this SQLite has the JSON functions, so `iter_canonical` works."""
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
-        rows = cursor.execute(sql).fetchall()
+        cursor.execute("SELECT json_object('a', json('[1]'))")
+    except Exception:  # sqlite3.OperationalError: no such function
+        return False
     finally:
         cursor.close()
-    return [Entry(r[0], kind, r[1], r[2], r[3], raw=(layout, r[4:])) for r in rows]
+    return True
 
 
-def _page_generic(
-    conn: Connection, kind: Kind, after: int, last: int | None, limit: int
-) -> list[Entry]:
-    table = TABLES[kind]
-    names = FIELDS[kind]
-    query = select(
-        table.c.chain_seq,
-        table.c.prev_hash,
-        table.c.record_hash,
-        table.c.seq,
-        *(table.c[n] for n in names),
-    ).where(table.c.chain_seq > after)
-    if last is not None:
-        query = query.where(table.c.chain_seq <= last)
-    query = query.order_by(table.c.chain_seq).limit(limit)
-    return [
-        Entry(row[0], kind, row[1], row[2], row[3], dict(zip(names, row[4:], strict=True)))
-        for row in conn.execute(query)
-    ]
+def iter_canonical(conn: Connection, first: int, last: int, page: int = PAGE) -> Iterator[Row]:
+    """(seq, prev_hash, record_hash, canonical text, kind index) in seq order (SQLite).
 
-
-def _iter_kind(
-    conn: Connection, kind: Kind, first: int, last: int | None, page: int
-) -> Iterator[Entry]:
-    reader = _page_sqlite if conn.dialect.name == "sqlite" else _page_generic
-    after = first - 1
-    while True:
-        rows = reader(conn, kind, after, last, page)
+    A page SQLite cannot render (JSON text that does not parse: altered) is rendered in Python
+    instead, with None as the text of rows that cannot be rendered at all.
+    """
+    for low in range(first, last + 1, page):
+        high = min(low + page - 1, last)
+        try:
+            rows = list(_paged(conn, CANONICAL_SELECTS, low, high, page))
+        except sqlite3.Error:
+            rows = [_render(row) for row in _paged(conn, _SQLITE_SELECTS, low, high, page)]
         yield from rows
-        if len(rows) < page:
-            return
-        after = rows[-1].seq
+
+
+def _render(row: Row) -> Row:
+    try:
+        text: str | None = LAYOUTS[row[4]].entry_bytes(row[0], row[1], row).decode("utf-8")
+    except (TypeError, ValueError):
+        text = None
+    return (row[0], row[1], row[2], text, row[4])
+
+
+def rows_at(conn: Connection, seq: int) -> list[Row]:
+    """Raw rows stored at chain position `seq` (normally one)."""
+    return list(_paged(conn, _SQLITE_SELECTS, seq, seq, 1))
+
+
+def _paged(
+    conn: Connection, queries: dict[Kind, str], first: int, last: int, page: int
+) -> Iterator[Row]:
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        for low in range(first, last + 1, page):
+            high = min(low + page, last + 1)
+            rows = []
+            for kind in KINDS:
+                rows.extend(cursor.execute(queries[kind], (low, high)).fetchall())
+            rows.sort(key=_BY_SEQ)
+            yield from rows
+    finally:
+        cursor.close()
+
+
+def iter_rows(conn: Connection, first: int, last: int, page: int = PAGE) -> Iterator[Row]:
+    """Raw SQLite rows with `first <= seq <= last`, both kinds, in seq order."""
+    return _paged(conn, _SQLITE_SELECTS, first, last, page)
+
+
+def _iter_generic(conn: Connection, first: int, last: int, page: int) -> Iterator[Entry]:
+    for low in range(first, last + 1, page):
+        high = min(low + page, last + 1)
+        entries: list[Entry] = []
+        for kind in KINDS:
+            table = TABLES[kind]
+            names = FIELDS[kind]
+            query = select(
+                table.c.chain_seq,
+                table.c.prev_hash,
+                table.c.record_hash,
+                table.c.seq,
+                *(table.c[n] for n in names),
+            ).where(table.c.chain_seq >= low, table.c.chain_seq < high)
+            entries.extend(
+                Entry(r[0], kind, r[1], r[2], r[3], dict(zip(names, r[4:], strict=True)))
+                for r in conn.execute(query)
+            )
+        entries.sort(key=lambda e: e.seq)
+        yield from entries
 
 
 def iter_entries(
-    conn: Connection, first: int = 1, last: int | None = None, page: int = PAGE
+    conn: Connection, first: int | None = None, last: int | None = None, page: int = PAGE
 ) -> Iterator[Entry]:
-    """Entries with `first <= seq <= last`, both kinds merged by seq (ties: decision first)."""
-    return heapq.merge(
-        _iter_kind(conn, Kind.DECISION, first, last, page),
-        _iter_kind(conn, Kind.CONFIG_CHANGE, first, last, page),
-        key=lambda e: e.seq,
-    )
+    """Entries with `first <= seq <= last` (default: all), both kinds merged by seq."""
+    low, high = seq_bounds(conn)
+    if low is None or high is None:
+        return iter(())
+    first = low if first is None else max(first, low)
+    last = high if last is None else min(last, high)
+    if conn.dialect.name == "sqlite":
+        return (Entry.from_row(row) for row in iter_rows(conn, first, last, page))
+    return _iter_generic(conn, first, last, page)
 
 
 def seq_bounds(conn: Connection) -> tuple[int | None, int | None]:
@@ -194,8 +270,7 @@ def unchained(conn: Connection) -> tuple[int, str | None]:
             ).first()
             if row is not None:
                 fields = dict(zip(FIELDS[kind], row[1:], strict=True))
-                entry = Entry(0, kind, None, None, row[0], fields)
-                first = entry.describe()
+                first = Entry(0, kind, None, None, row[0], fields).describe()
         total += int(count)
     return total, first
 
@@ -212,8 +287,3 @@ def seqs_with_hash(conn: Connection, record_hash: str) -> list[int]:
             if s is not None
         )
     return sorted(found)
-
-
-def time_field(kind: Kind) -> str:
-    """The timestamp field of an entry kind."""
-    return TIME_FIELD[kind]

@@ -61,9 +61,9 @@ class AuditChain:
         """The signing key's public half, PEM."""
         return public_key_pem(self.public_key)
 
-    def verify(self) -> VerifyReport:
-        """Verify the whole chain now (blocking)."""
-        return verify(self.engine, self.keys)
+    def verify(self, workers: int = 1) -> VerifyReport:
+        """Verify the whole chain now (blocking; `workers` > 1 only in single-threaded CLIs)."""
+        return verify(self.engine, self.keys, workers=workers)
 
     def status(self, max_age: float = 60.0) -> VerifyReport:
         """The last verify report if younger than `max_age` seconds, else a fresh one.

@@ -7,8 +7,9 @@ integrity validation), or that the chain is intact with its record count.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from hashlib import sha256
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -17,8 +18,22 @@ from sqlalchemy import Connection, Engine
 from compliance.audit import checkpoints as cps
 from compliance.audit.canonical import GENESIS_HASH
 from compliance.audit.db import transaction
-from compliance.audit.entries import Entry, iter_entries, seq_bounds, seqs_with_hash, unchained
+from compliance.audit.entries import (
+    LAYOUTS,
+    Entry,
+    Row,
+    iter_canonical,
+    iter_entries,
+    iter_rows,
+    rows_at,
+    seq_bounds,
+    seqs_with_hash,
+    sqlite_can_hash,
+    unchained,
+)
 from compliance.audit.ledger import ChainHead, read_head
+from compliance.audit.verify_parallel import precheck
+from compliance.store.engine import sqlite_file
 
 REORDER_WINDOW = 10_000
 """How far from its position a displaced entry is searched for (only after a break)."""
@@ -136,30 +151,129 @@ class _Walk:
         )
         return None
 
-    def walk(self, first: int) -> int | None:
+    def walk(self, first: int, last_seq: int) -> int | None:
         """Walk from `first`; returns the last position reached intact (None if none)."""
         begin = self.start(first)
         if begin is None:
             return None
-        expected, prev = begin
-        last: Entry | None = None
+        if self.conn.dialect.name == "sqlite":
+            if sqlite_can_hash(self.conn):
+                return self._walk_canonical(first, last_seq, *begin)
+            return self._walk_rows(first, last_seq, *begin)
+        return self._walk_entries(iter_entries(self.conn, first, last_seq), *begin)
+
+    def walk_parallel(self, first: int, last_seq: int, engine: Engine, workers: int) -> int | None:
+        """The parallel pass (verify_parallel.py) if it applies and finds the chain intact."""
+        path = sqlite_file(engine.url)
+        if workers < 2 or path is None or not sqlite_can_hash(self.conn):
+            return None
+        problems = len(self.problems)
+        begin = self.start(first)
+        del self.problems[problems:]  # walk() reports it again if needed
+        if begin is None:
+            return None
+        wanted = sorted(s for s in self.valid if first <= s <= last_seq)
+        result = precheck(str(path), first, last_seq, begin[1], workers, wanted)
+        if result is None:
+            self.bridged_by = None
+            return None
+        self.records, hashes = result
+        for seq in wanted:
+            for cp in self.valid[seq]:
+                if cp.record_hash != hashes.get(seq):
+                    self._check_signed(self._entry_at(seq), [cp])
+        return last_seq
+
+    def _walk_canonical(self, first: int, last_seq: int, expected: int, prev: str) -> int:
+        """The SQLite fast path: SQLite builds each row's canonical bytes, Python hashes them;
+        a row that does not match at once is re-read and checked as an Entry."""
         valid = self.valid
-        for entry in iter_entries(self.conn, first):
-            if entry.seq != expected:
-                self.problems.append(self._position_break(entry, expected, last))
-                return expected - 1
-            digest = entry.digest()
-            if digest is None or digest != entry.record_hash or entry.prev_hash != prev:
-                self.problems.append(self._classify(entry, digest, prev, last))
-                return expected - 1
-            signed = valid.get(expected)
-            if signed is not None:
-                self._check_signed(entry, signed)
-            prev = digest
-            last = entry
+        last_at: int | None = None
+        for seq, stored_prev, record_hash, text, _ in iter_canonical(self.conn, first, last_seq):
+            if not (
+                seq == expected
+                and stored_prev == prev
+                and text is not None
+                and sha256(text.encode("utf-8")).hexdigest() == record_hash
+            ):
+                if not self._check_stored(seq, expected, prev, last_at):
+                    return expected - 1
+            elif seq in valid:
+                self._check_signed(self._entry_at(seq), valid[seq])
+            prev = record_hash
+            last_at = seq
             expected += 1
             self.records += 1
         return expected - 1
+
+    def _entry_at(self, seq: int, index: int = 0) -> Entry:
+        return Entry.from_row(rows_at(self.conn, seq)[index])
+
+    def _check_stored(self, seq: int, expected: int, prev: str, last_at: int | None) -> bool:
+        """Check the row(s) at `seq` in full; False after noting a break."""
+        rows = rows_at(self.conn, seq)
+        if last_at is None:
+            last = None
+        elif last_at == seq:  # the first of two rows claiming this position
+            last = Entry.from_row(rows[0])
+        else:
+            last = self._entry_at(last_at, -1)
+        if len(rows) > 1 or seq != expected:  # two entries claim one position, or a gap
+            return self._check(Entry.from_row(rows[-1]), expected, prev, last) is not None
+        return self._check(Entry.from_row(rows[0]), expected, prev, last) is not None
+
+    def _walk_rows(self, first: int, last_seq: int, expected: int, prev: str) -> int:
+        """The SQLite fast path: hash raw rows; build an Entry only for an irregular row."""
+        valid = self.valid
+        layouts = LAYOUTS
+        last_row: Row | None = None
+        for row in iter_rows(self.conn, first, last_seq):
+            seq = row[0]
+            try:
+                regular = (
+                    seq == expected
+                    and row[1] == prev
+                    and sha256(layouts[row[4]].entry_bytes(seq, prev, row)).hexdigest() == row[2]
+                )
+            except (TypeError, ValueError):
+                regular = False
+            if not regular:  # a break, or a row stored in another (older) form: look closer
+                last = None if last_row is None else Entry.from_row(last_row)
+                if self._check(Entry.from_row(row), expected, prev, last) is None:
+                    return expected - 1
+            elif seq in valid:
+                self._check_signed(Entry.from_row(row), valid[seq])
+            prev = row[2]
+            last_row = row
+            expected += 1
+            self.records += 1
+        return expected - 1
+
+    def _walk_entries(self, entries: Iterator[Entry], expected: int, prev: str) -> int:
+        """Check parsed entries one by one (PostgreSQL)."""
+        last: Entry | None = None
+        for entry in entries:
+            digest = self._check(entry, expected, prev, last)
+            if digest is None:
+                return expected - 1
+            prev, last = digest, entry
+            expected += 1
+            self.records += 1
+        return expected - 1
+
+    def _check(self, entry: Entry, expected: int, prev: str, last: Entry | None) -> str | None:
+        """The entry's hash if it belongs at `expected` after `prev`; else None, break noted."""
+        if entry.seq != expected:
+            self.problems.append(self._position_break(entry, expected, last))
+            return None
+        digest = entry.digest()
+        if digest is None or digest != entry.record_hash or entry.prev_hash != prev:
+            self.problems.append(self._classify(entry, digest, prev, last))
+            return None
+        signed = self.valid.get(expected)
+        if signed is not None:
+            self._check_signed(entry, signed)
+        return digest
 
     def _check_signed(self, entry: Entry, signed: list[cps.Checkpoint]) -> None:
         for cp in signed:
@@ -311,14 +425,24 @@ class _Walk:
         )
 
 
-def verify(engine: Engine, keys: Mapping[str, Ed25519PublicKey]) -> VerifyReport:
-    """Verify the whole chain in one consistent read (keys: key_id -> public key)."""
+def verify(
+    engine: Engine, keys: Mapping[str, Ed25519PublicKey], *, workers: int = 1
+) -> VerifyReport:
+    """Verify the whole chain (keys: key_id -> public key).
+
+    `workers` > 1 lets worker processes (fork) hash a large SQLite file chain in parallel
+    first; only for single-threaded callers such as the CLI.
+    """
     started = time.perf_counter()
     with transaction(engine, write=False) as conn:
         head = read_head(conn)
         walk = _Walk(conn, keys, head)
         first, last = seq_bounds(conn)
-        reached = walk.walk(first) if first is not None else None
+        reached = None
+        if first is not None and last is not None:
+            reached = walk.walk_parallel(first, last, engine, workers)
+            if reached is None:
+                reached = walk.walk(first, last)
         walk.finish(first, reached, last)
     return VerifyReport(
         records=walk.records,

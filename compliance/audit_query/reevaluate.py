@@ -1,9 +1,9 @@
 """Re-evaluation: was every region a record went to allowed by the policy it was decided under?
 
 Pure: works on groups of identical records (aggregated in SQL) and historical snapshots. The
-jurisdictions are those stored with the record plus those its facts imply under that policy
-version (client country, declared subject country, tenant home), so a record whose stored
-jurisdictions lost a country is judged on the full set, as the router should have.
+jurisdictions are recomputed from each record's facts under its policy version, as the router
+computes them: client country, declared subject country, and the tenant's home jurisdiction
+in that version (so what is stored in the record's explanation need not be trusted).
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ class Group:
     client_country: str | None
     subject_country: str | None
     data_class: str | None
-    jurisdictions: tuple[str, ...]
     regions: tuple[str, ...]
     bucket: int
     count: int
+    samples: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +41,7 @@ class Violation:
     group: Group
     region: str
     why: str
+    jurisdictions: tuple[str, ...]
     samples: tuple[str, ...] = ()
 
 
@@ -74,16 +75,6 @@ def bucket_date(boundaries: Sequence[date], bucket: int) -> date:
     return boundaries[0] - timedelta(days=1) if boundaries else date(2000, 1, 1)
 
 
-def countries_of(stored: Any) -> tuple[str, ...]:
-    """Countries in a stored `jurisdictions` value: [{"country":..}, ...] or ["DE", ...]."""
-    out = []
-    for item in stored if isinstance(stored, list) else []:
-        country = item.get("country") if isinstance(item, Mapping) else item
-        if isinstance(country, str) and country:
-            out.append(country)
-    return tuple(sorted(set(out)))
-
-
 def attempted_regions(attempts: Any) -> tuple[str, ...]:
     """Regions a request was sent to, from a stored `attempts` list."""
     out = []
@@ -95,21 +86,19 @@ def attempted_regions(attempts: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
-def _judge(
-    group: Group, snapshot: PolicySnapshot, on: date
-) -> tuple[list[tuple[str, str]], str | None]:
-    """([(region, why)] for every region not allowed, or a reason the group can't be judged)."""
+def _judge(group: Group, snapshot: PolicySnapshot, on: date) -> tuple[list[Violation], str | None]:
+    """The group's regions the policy did not allow, or a reason it cannot be judged."""
     tenant = snapshot.tenants.get(group.tenant_id) if group.tenant_id else None
     if group.tenant_id and tenant is None:
         return [], f"tenant {group.tenant_id} absent from policy version {group.policy_version}"
-    implied = {c for c in (group.client_country, group.subject_country) if c}
+    found = {c for c in (group.client_country, group.subject_country) if c}
     if tenant is not None and tenant.home_jurisdiction:
-        implied.add(tenant.home_jurisdiction)
-    countries = frozenset(group.jurisdictions) | implied
+        found.add(tenant.home_jurisdiction)
+    countries = tuple(sorted(found))
     if not countries:
         why = "routed although no jurisdiction was known (the router must refuse)"
-        return [(region, why) for region in group.regions], None
-    evaluation = snapshot.evaluate(countries, group.data_class or "personal", tenant, on)
+        return [Violation(group, r, why, (), group.samples) for r in group.regions], None
+    evaluation = snapshot.evaluate(frozenset(countries), group.data_class or "personal", tenant, on)
     verdicts = {v.region_id: v for v in evaluation.verdicts}
     bad = []
     for region in group.regions:
@@ -117,7 +106,7 @@ def _judge(
             continue
         verdict = verdicts.get(region)
         why = "; ".join(verdict.reasons) if verdict else "region absent from that policy version"
-        bad.append((region, why))
+        bad.append(Violation(group, region, why, countries, group.samples))
     return bad, None
 
 
@@ -144,5 +133,5 @@ def reevaluate(
             result.unverifiable[gap] = result.unverifiable.get(gap, 0) + group.count
         if bad:
             result.flagged += group.count
-        result.violations.extend(Violation(group, region, why) for region, why in bad)
+        result.violations.extend(bad)
     return result

@@ -35,16 +35,16 @@ def decide(facts: RequestFacts, snapshot: RoutingSnapshot) -> Decision:
             (UNKNOWN_ORIGIN,),
             (t1 - t0, 0, 0),
         )
-    evaluation = policy.evaluate(
-        location.countries, facts.data_class.value, tenant, facts.at.date()
-    )
+    countries, data_class, on = location.countries, facts.data_class.value, facts.at.date()
+    evaluation = policy.evaluate(countries, data_class, tenant, on)
+    key = (countries, data_class, tenant.id if tenant else None, on)
     t2 = perf_counter_ns()
-    allowed = [r for r in policy.regions if r.id in evaluation.allowed]
-    distances = policy.distances_from(*location.origin) if location.origin else {}
+    ranked = policy.ranked_allowed(evaluation, key, location.origin)
     selection = select(
-        allowed, distances, facts.model, snapshot.health, zlib.crc32(facts.request_id.encode())
+        ranked, facts.model, snapshot.unavailable, zlib.crc32(facts.request_id.encode())
     )
     t3 = perf_counter_ns()
+    allowed = [region for region, _ in ranked]
     outcome, reasons = _judge(facts, snapshot, location, evaluation, allowed, selection)
     return _decision(
         facts,

@@ -22,11 +22,7 @@ class Location:
 
     jurisdictions: tuple[Jurisdiction, ...]
     origin: tuple[float, float] | None
-
-    @property
-    def countries(self) -> frozenset[str]:
-        """The jurisdiction countries as a set."""
-        return frozenset(j.country for j in self.jurisdictions)
+    countries: frozenset[str]
 
 
 def locate(facts: RequestFacts, tenant: Tenant | None) -> Location:
@@ -47,4 +43,4 @@ def locate(facts: RequestFacts, tenant: Tenant | None) -> Location:
         if origin is not None:
             break
         origin = country_centroid(jurisdiction.country)
-    return Location(tuple(found), origin)
+    return Location(tuple(found), origin, frozenset(j.country for j in found))

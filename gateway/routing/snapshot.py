@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from compliance.snapshot import PolicySnapshot
 from regions.health import HealthView
+from regions.selection import unavailability
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,6 +17,15 @@ class RoutingSnapshot:
 
     policy: PolicySnapshot
     health: HealthView = field(default_factory=lambda: MappingProxyType({}))
+    unavailable: Mapping[str, str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        reasons = {}
+        for region in self.policy.regions:
+            reason = unavailability(region, self.health)
+            if reason is not None:
+                reasons[region.id] = reason
+        object.__setattr__(self, "unavailable", MappingProxyType(reasons))
 
     def with_health(self, health: HealthView) -> RoutingSnapshot:
         """A copy with a new health view."""

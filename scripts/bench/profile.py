@@ -10,6 +10,19 @@ from typing import Any
 
 _FRAME = re.compile(r"^(?P<func>.+?) \((?P<file>[^()]*?)(?::\d+)?\)$")
 REPO_PACKAGES = ("gateway", "compliance", "regions")
+# Frames under which everything runs: they say nothing about where the time goes.
+_ROOT_FRAMES = (
+    "<frozen runpy>:",
+    "gateway/cli.py:",
+    "gateway/server.py:serve",
+    "uvicorn/main.py:run",
+    "uvicorn/server.py:Server.run",
+    "uvicorn/_compat.py:asyncio_run",
+    "asyncio/runners.py:Runner.run",
+    "threading.py:Thread._bootstrap",
+    "threading.py:Thread.run",
+    "concurrent/futures/thread.py:_worker",
+)
 
 
 def py_spy_argv(pid: int, out: Path, duration: float, rate: int) -> list[str]:
@@ -77,7 +90,7 @@ def summarise(raw: Path, repo_root: Path, top: int = 15) -> dict[str, Any]:
         by_thread[_thread_role([name for name, _ in labels])] += count
         self_time[labels[-1][0]] += count
         by_area[labels[-1][1]] += count
-        for name in {name for name, _ in labels}:
+        for name in {name for name, _ in labels if not name.startswith(_ROOT_FRAMES)}:
             inclusive[name] += count
 
     def share(counter: Counter[str], only_repo: bool = False) -> list[dict[str, Any]]:

@@ -14,10 +14,11 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compliance.audit import checkpoints as cps
+from compliance.audit import verify_parallel
 from compliance.audit.canonical import GENESIS_HASH, Kind, entry_hash, normalise_fields
 from compliance.audit.config_log import record_change
 from compliance.audit.db import transaction
-from compliance.audit.entries import iter_entries
+from compliance.audit.entries import iter_canonical, iter_entries
 from compliance.audit.ledger import ChainHead, read_head, set_head
 from compliance.audit.verify import VerifyReport, verify
 from compliance.store.engine import create_store_engine
@@ -308,3 +309,102 @@ def test_concurrent_writers_build_one_chain(tmp_path: Path) -> None:
     engine.dispose()
     assert report.ok, report.problems
     assert report.records == head.seq == 3 * 20 * 11
+
+
+def test_unparsable_json_is_an_alteration(engine: sa.Engine) -> None:
+    run(engine, "UPDATE routing_decisions SET explanation = '{broken' WHERE chain_seq = 7")
+    first = broken(engine)
+    assert (first.problem, first.seq, first.entry) == ("altered", 7, "decision dec-000007")
+
+
+def test_two_entries_at_one_position_are_reported(engine: sa.Engine) -> None:
+    run(engine, "UPDATE config_changes SET chain_seq = 30 WHERE chain_seq = 33")
+    first = broken(engine)
+    assert (first.problem, first.seq) == ("inserted", 30)
+    assert first.detail.startswith("two entries claim #30: decision ")
+    assert "config change" in first.detail
+
+
+def test_rows_stored_in_another_json_form_still_verify(engine: sa.Engine) -> None:
+    """Rows written before this layout (spaced JSON text) verify through the parsing path."""
+    run(
+        engine,
+        "UPDATE routing_decisions SET explanation = :text WHERE chain_seq = 12",
+        text='{"candidates": [{"allowed": true, "policy": [], "region": "eu-frankfurt", '
+        '"skipped": null}, {"allowed": false, "policy": ["no DPF"], "region": "us-virginia", '
+        '"skipped": null}], "decision_id": "dec-000011", "facts": {"client_country": "DE", '
+        '"data_class": "personal", "tenant": "demo"}}',
+    )
+    assert verify(engine, KEYS).ok
+
+
+@pytest.fixture
+def parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let the parallel pass run on the small test chain (2 workers of 22 entries)."""
+    monkeypatch.setattr(verify_parallel, "MIN_PER_WORKER", 10)
+
+
+@pytest.mark.usefixtures("parallel")
+def test_parallel_pass_agrees_with_the_serial_walk(engine: sa.Engine) -> None:
+    report = verify(engine, KEYS, workers=2)
+    assert report.ok and report.records == 44 and report.checkpoints == 2
+    run(engine, "UPDATE routing_decisions SET model = 'x' WHERE chain_seq = 31")
+    assert verify(engine, KEYS, workers=2).first_break == verify(engine, KEYS).first_break
+    assert broken(engine).seq == 31
+
+
+@pytest.mark.usefixtures("parallel")
+def test_parallel_pass_checks_signed_checkpoints(engine: sa.Engine) -> None:
+    run(engine, "UPDATE routing_decisions SET served_region = 'cn-x' WHERE chain_seq = 5")
+    rehash_from(engine, 5)
+    first = verify(engine, KEYS, workers=2).first_break
+    assert first is not None and (first.problem, first.seq) == ("rewritten", 22)
+
+
+@pytest.mark.parametrize("page", [1, 7, 44, 100])
+def test_paged_reads_see_every_entry_once(engine: sa.Engine, page: int) -> None:
+    with transaction(engine, write=False) as conn:
+        canonical = [row[0] for row in iter_canonical(conn, 1, 44, page)]
+        entries = [e.seq for e in iter_entries(conn, page=page)]
+    assert canonical == entries == list(range(1, 45))
+
+
+def test_migration_chains_rows_written_before_it(tmp_path: Path) -> None:
+    from alembic import command
+
+    from compliance.store.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path}/old.db"
+    command.upgrade(alembic_config(url), "0002")
+    engine = create_store_engine(url)
+    with engine.begin() as conn:
+        for n in (1, 2, 3):
+            row = decision(n)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO routing_decisions (decision_id, decided_at, outcome, "
+                    "status_code, attempts, jurisdictions, regimes, reasons, explanation) "
+                    "VALUES (:i, :t, 'routed', 200, '[]', '[\"DE\"]', '[]', '[]', :e)"
+                ),
+                {
+                    "i": row["decision_id"],
+                    "t": row["decided_at"].strftime("%Y-%m-%d %H:%M:%S.%f"),
+                    "e": '{"z": 1, "a": [1, 2]}',
+                },
+            )
+        conn.execute(
+            sa.text(
+                "INSERT INTO config_changes (changed_at, actor, role, object_type, object_id, "
+                "action, before, after, policy_version) VALUES ('2026-12-01 12:00:01.500000', "
+                "'alice', 'admin', 'region', 'eu-x', 'create', NULL, '{\"w\": 1}', 2)"
+            )
+        )
+    engine.dispose()
+    upgrade(url)
+    engine = create_store_engine(url)
+    report = verify(engine, {})
+    with transaction(engine, write=False) as conn:
+        kinds = [e.kind.value for e in iter_entries(conn)]
+    engine.dispose()
+    assert report.ok and report.records == 4, report.problems
+    assert kinds == ["decision", "config_change", "decision", "decision"]

@@ -20,7 +20,6 @@ from compliance.audit_query.filters import (
 from compliance.audit_query.reevaluate import (
     Group,
     bucket_date,
-    countries_of,
     reevaluate,
     rule_boundaries,
 )
@@ -181,7 +180,6 @@ def _group(**changes: object) -> Group:
         client_country="DE",
         subject_country=None,
         data_class="personal",
-        jurisdictions=("DE",),
         regions=("eu-frankfurt",),
         bucket=0,
         count=3,
@@ -211,11 +209,19 @@ def test_reevaluation_flags_only_regions_the_version_forbade(snapshot: RoutingSn
     assert "eu_us_dpf, which us-virginia lacks" in result.violations[0].why
 
 
-def test_reevaluation_uses_jurisdictions_implied_by_the_facts(snapshot: RoutingSnapshot) -> None:
-    # Stored jurisdictions lost the declared subject (CN): the facts still bring China PIPL in.
+def test_reevaluation_uses_jurisdictions_from_the_facts(snapshot: RoutingSnapshot) -> None:
+    # A declared subject in China brings China PIPL in, whatever the record says elsewhere.
     result = reevaluate([_group(subject_country="CN")], {1: snapshot.policy}, ())
     assert result.flagged == 3 and "cn_pipl" in result.violations[0].why
-    nowhere = reevaluate([_group(client_country=None, jurisdictions=())], {1: snapshot.policy}, ())
+    assert result.violations[0].jurisdictions == ("CN", "DE")
+    # The tenant's home jurisdiction in that policy version counts too (acme-eu: DE).
+    home = reevaluate(
+        [_group(client_country="IN", tenant_id="acme-eu", regions=("in-mumbai",))],
+        {1: snapshot.policy},
+        (),
+    )
+    assert home.flagged == 3 and home.violations[0].jurisdictions == ("DE", "IN")
+    nowhere = reevaluate([_group(client_country=None)], {1: snapshot.policy}, ())
     assert nowhere.flagged == 3 and "no jurisdiction" in nowhere.violations[0].why
 
 
@@ -244,12 +250,3 @@ def test_rule_date_buckets() -> None:
     assert bucket_date(bounds, index + 1) == date(2031, 12, 31)
     assert bucket_date(bounds, 0) == bounds[0] - timedelta(days=1)
     assert bucket_date((), 0) < date(2026, 1, 1)
-
-
-def test_countries_of_both_stored_shapes() -> None:
-    assert countries_of([{"country": "DE", "source": "client_ip"}, {"country": "CN"}]) == (
-        "CN",
-        "DE",
-    )
-    assert countries_of(["FR", "FR"]) == ("FR",)
-    assert countries_of(None) == ()

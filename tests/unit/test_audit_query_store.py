@@ -378,9 +378,10 @@ def test_upgrade_records_the_policy_already_there(tmp_path: Path) -> None:
     assert "beta" in history[2].tenants and len(history[2].regimes) > 10
 
 
-def test_sqlite_search_uses_indexes(logged: Log) -> None:
+def test_sqlite_search_and_report_use_indexes(logged: Log) -> None:
     if logged.store.engine.dialect.name != "sqlite":
         pytest.skip("query plans checked on SQLite")
+    from compliance.audit_query.report import KEYS
     from compliance.audit_query.search import SUMMARY_COLUMNS, conditions
 
     table = schema.routing_decisions
@@ -398,3 +399,8 @@ def test_sqlite_search_uses_indexes(logged: Log) -> None:
         assert reads and all(" USING " in s for s in reads), (raw, steps)
         if "since" in raw:  # the time index also gives the order: no sort
             assert not any("TEMP B-TREE" in s for s in steps), steps
+    # The report's GROUP BY reads its index alone, already in order.
+    grouped = sa.select(*KEYS.values(), sa.func.count()).group_by(*KEYS.values())
+    with logged.store.engine.connect() as conn:
+        steps = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {grouped}")]
+    assert steps == ["SCAN routing_decisions USING COVERING INDEX ix_routing_decisions_report"]

@@ -10,8 +10,9 @@ import pytest
 
 from gateway.routing.decide import decide
 from gateway.routing.decision import JurisdictionSource, Outcome
+from gateway.routing.facts import RequestFacts
 from gateway.routing.locate import locate
-from regions.catalog import RegionStatus
+from regions.catalog import Region, RegionStatus
 from regions.geo import country_centroid, haversine_km
 from regions.health import HealthTracker, RegionHealth
 from tests.factories import facts, region, routing_snapshot, tenant, twenty_regions
@@ -142,7 +143,7 @@ def test_region_missing_from_health_view_counts_as_healthy() -> None:
     assert decide(facts(client="DE"), snap).chosen == "a"
 
 
-def _tier(weight_a: int, weight_b: int) -> list:
+def _tier(weight_a: int, weight_b: int) -> list[Region]:
     # two regions ~25 km apart: the same distance tier
     return [
         region("fra-a", "DE", lat=50.11, lon=8.68, weight=weight_a),
@@ -205,7 +206,7 @@ def test_model_filter_skips_regions_without_the_model() -> None:
 # -- outcomes ------------------------------------------------------------------------------
 
 
-def _two_regions() -> list:
+def _two_regions() -> list[Region]:
     return [
         region("eu", "DE", models=["m-eu", "shared"]),
         region("in", "IN", models=["m-in", "shared"]),
@@ -285,7 +286,7 @@ EXPECTED_KEYS = {
         pytest.param(facts(client="DE", model="nope"), id="model-not-found"),
     ],
 )
-def test_to_dict_is_json_ready(f) -> None:
+def test_to_dict_is_json_ready(f: RequestFacts) -> None:
     snap = routing_snapshot(twenty_regions(), version=42)
     decision = decide(f, snap)
     d = json.loads(json.dumps(decision.to_dict()))

@@ -7,6 +7,7 @@ divergence points at the pack, the policy stage or this reading of the reference
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -27,9 +28,10 @@ from tests.factories import tenant as make_tenant
 
 # -- the oracle ----------------------------------------------------------------------------
 
-EU27 = set(
-    "AT BE BG HR CY CZ DK EE FI FR DE GR HU IE IT LV LT LU MT NL PL PT RO SK SI ES SE".split()
-)
+EU27 = {
+    "AT", "BE", "BG", "HR", "CY", "CZ", "DK", "EE", "FI", "FR", "DE", "GR", "HU", "IE", "IT",
+    "LV", "LT", "LU", "MT", "NL", "PL", "PT", "RO", "SK", "SI", "ES", "SE",
+}  # fmt: skip
 EEA = EU27 | {"IS", "LI", "NO"}
 PERSONAL = {"personal", "special", "health", "payment", "financial_securities", "insurance"}
 SDF_FROM = date(2027, 5, 13)
@@ -327,7 +329,7 @@ def check_fallbacks_are_ordered_by_distance(
         for r in decision.fallbacks
     ]
     # distances are memoised at ~1 km precision
-    assert all(a <= b + 2.0 for a, b in zip(km, km[1:], strict=False))
+    assert all(a <= b + 2.0 for a, b in itertools.pairwise(km))
 
 
 def check_declared_subject_only_narrows(world: World, f: RequestFacts, decision: Decision) -> None:

@@ -88,7 +88,9 @@ def _containerfile_env() -> dict[str, str]:
     env: dict[str, str] = {}
     for line in text.splitlines():
         if line.startswith("ENV "):
-            env.update(pair.split("=", 1) for pair in line[4:].split())
+            for pair in line[4:].split():
+                name, value = pair.split("=", 1)
+                env[name] = value
     return env
 
 

@@ -63,7 +63,21 @@ GDPR = "gdpr.chapter_v"
 UK = "uk_gdpr.transfers"
 CH = "ch_fadp.art16"
 FULL_ADEQUACY = ("CH", "AR", "GG", "IM", "JE", "FO", "AD", "UY", "NZ", "GB", "BR", "IL")
-UK_ADEQUATE = ("GB", "DE", "NO", "IS", "GI", "CH", "AR", "GG", "IM", "JE", "AD", "IL", "UY")
+UK_ADEQUATE: tuple[str, ...] = (
+    "GB",
+    "DE",
+    "NO",
+    "IS",
+    "GI",
+    "CH",
+    "AR",
+    "GG",
+    "IM",
+    "JE",
+    "AD",
+    "IL",
+    "UY",
+)
 UK_ADEQUATE += ("NZ", "FO")
 SWISS_ADEQUATE = ("CH", "DE", "FR", "NO", "LI", "IS", "GB", "AR", "GI", "IL", "NZ", "UY")
 ENABLED = {rid: enable_regimes(default_regimes(), rid) for rid in ("sa_pdpl", "id_pdp", "vn_pdpd")}
@@ -231,6 +245,43 @@ INDIA_CASES = [
     ),
     allow("sdf-from-2027-05-13-in-IN", "IN", subject="IN", tenant=SDF, at=SDF_FROM),
     allow("sdf-rule-needs-the-flag", "US", subject="IN", tenant=tenant("plain"), at=SDF_FROM),
+    # a regulator's flag binds the tenant wherever its clients are
+    refuse(
+        "sebi-regulated-binds-for-US-client",
+        "US",
+        client="US",
+        tenant=tenant("sebi", flags=["sebi_regulated"]),
+        why=("in_sebi.regulated_entity",),
+    ),
+    allow(
+        "sebi-regulated-US-client-in-IN",
+        "IN",
+        client="US",
+        tenant=tenant("sebi", flags=["sebi_regulated"]),
+    ),
+    refuse(
+        "irdai-regulated-binds-for-SG-client",
+        "SG",
+        client="SG",
+        tenant=tenant("irdai", flags=["irdai_regulated"]),
+        why=("in_irdai.regulated_insurer",),
+    ),
+    allow("sdf-SG-client-before-2027-05-13", "SG", client="SG", tenant=SDF, at=SDF_EVE),
+    refuse(
+        "sdf-SG-client-from-2027-05-13",
+        "SG",
+        client="SG",
+        tenant=SDF,
+        at=SDF_FROM,
+        why=("in_dpdp.rule13_4_sdf",),
+    ),
+    allow(
+        "sebi-regulated-public-data-free",
+        "SG",
+        client="SG",
+        data_class="public",
+        tenant=tenant("sebi", flags=["sebi_regulated"]),
+    ),
 ]
 OTHER_REGIME_CASES = [
     allow("pipl-CN-in-CN", "CN", client="CN"),

@@ -26,6 +26,19 @@ depends_on: str | Sequence[str] | None = None
 
 _TS = sa.DateTime(timezone=True)
 _SNAPSHOT_TABLES = ("regimes", "regime_rules", "regions", "tenants")
+_REPORT_INDEX = (
+    "policy_version",
+    "tenant_id",
+    "client_country",
+    "subject_country",
+    "data_class",
+    "outcome",
+    "chosen_region",
+    "served_region",
+    "decided_at",
+    "seq",
+)
+"""What the audit period report groups by, in its order (schema.REPORT_INDEX_COLUMNS)."""
 
 
 def upgrade() -> None:
@@ -41,6 +54,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_routing_decisions_decided_at_seq", "routing_decisions", ["decided_at", "seq"]
     )
+    op.create_index("ix_routing_decisions_report", "routing_decisions", list(_REPORT_INDEX))
     op.create_index("ix_routing_decisions_served_region", "routing_decisions", ["served_region"])
     _record_current_policy()
 
@@ -75,5 +89,6 @@ def _record_current_policy() -> None:
 def downgrade() -> None:
     """Drop the indexes and the history."""
     op.drop_index("ix_routing_decisions_served_region", table_name="routing_decisions")
+    op.drop_index("ix_routing_decisions_report", table_name="routing_decisions")
     op.drop_index("ix_routing_decisions_decided_at_seq", table_name="routing_decisions")
     op.drop_table("policy_versions")
