@@ -1,38 +1,32 @@
-"""The `gateway` command: serve, demo, explain, db."""
+"""The `gateway` command. Subcommand modules are imported only when their command runs."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
+import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
-import orjson
-from pydantic import ValidationError
-
-from compliance.pack import PolicyPackError
-from compliance.store.catalog_file import CatalogError
-from compliance.store.errors import StoreError
-from compliance.store.migrate import upgrade
-from compliance.store.policy_store import PolicyStore, StoreUnavailable
-from gateway import cli_audit, cli_audit_read, cli_regions, cli_tokens
 from gateway.cli_common import CliError
-from gateway.explain_text import explain_text
-from gateway.intake import (
-    RequestRejected,
-    new_request_id,
-    parse_data_class_header,
-    parse_subject_country,
+
+_MODULE_COMMANDS = {
+    "tokens": ("gateway.cli_tokens", "operator tokens for admin and audit APIs"),
+    "regions": ("gateway.cli_regions", "manage regions through the admin API"),
+}
+_AUDIT_MODULES = ("gateway.cli_audit", "gateway.cli_audit_read")
+_USER_ERRORS = (
+    "compliance.store.catalog_file:CatalogError",
+    "regions.geoip:GeoIpError",
+    "compliance.pack:PolicyPackError",
+    "compliance.store.errors:StoreError",
+    "compliance.store.errors:StoreUnavailable",
 )
-from gateway.routing.decide import decide
-from gateway.routing.facts import RequestFacts
-from gateway.routing.snapshot import RoutingSnapshot
-from gateway.settings import LOOPBACK_NETWORKS, Settings
-from regions.geoip import GeoIpError, GeoIpLocator, bundled_database_path
 
 
 def _serve(args: argparse.Namespace, demo: bool) -> int:
     from gateway.server import serve, settings_to_environment
+    from gateway.settings import LOOPBACK_NETWORKS, Settings
 
     overrides: dict[str, str] = {}
     for name in ("host", "port", "workers", "database_url"):
@@ -68,52 +62,15 @@ def _serve_demo(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    settings = Settings()
-    try:
-        subject = parse_subject_country(args.subject_country)
-        data_class = parse_data_class_header(args.data_class)
-    except RequestRejected as exc:
-        raise CliError(exc.message) from None
-    if args.ip is not None:
-        try:
-            ipaddress.ip_address(args.ip)
-        except ValueError:
-            raise CliError(f"--ip: {args.ip!r} is not an IP address") from None
-    store = PolicyStore(settings.resolved_database_url)
-    try:
-        policy = store.load_snapshot()
-    finally:
-        store.close()
-    if args.tenant is not None and args.tenant not in policy.tenants:
-        known = ", ".join(sorted(policy.tenants)) or "none"
-        raise CliError(f"--tenant: no tenant {args.tenant!r} (known: {known})")
-    with GeoIpLocator(settings.geoip_database or bundled_database_path()) as locator:
-        location = locator.locate(args.ip) if args.ip else None
-    from datetime import UTC, datetime
+    from gateway import cli_explain
 
-    coordinates = None
-    if location and location.latitude is not None and location.longitude is not None:
-        coordinates = (location.latitude, location.longitude)
-    facts = RequestFacts(
-        request_id=new_request_id(),
-        at=datetime.now(UTC),
-        tenant_id=args.tenant,
-        client_ip=args.ip,
-        client_country=location.country if location else None,
-        client_coordinates=coordinates,
-        subject_country=subject,
-        data_class=data_class,
-        model=args.model,
-    )
-    decision = decide(facts, RoutingSnapshot(policy))
-    if args.json:
-        print(orjson.dumps(decision.to_dict(), option=orjson.OPT_INDENT_2).decode())
-    else:
-        print(explain_text(decision))
-    return 0
+    return cli_explain.run(args)
 
 
 def _db(args: argparse.Namespace) -> int:
+    from compliance.store.migrate import upgrade
+    from gateway.settings import Settings
+
     settings = Settings()
     if args.db_command == "upgrade":
         upgrade(settings.resolved_database_url)
@@ -121,8 +78,12 @@ def _db(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for tests and docs)."""
+def _register(module: str, commands: Any) -> None:
+    importlib.import_module(module).register(commands)
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; with `only`, just that command's module is imported in full."""
     parser = argparse.ArgumentParser(prog="gateway", description="Residency Gateway")
     commands = parser.add_subparsers(dest="command", required=True)
     for name, helptext in (
@@ -157,37 +118,55 @@ def build_parser() -> argparse.ArgumentParser:
     db = commands.add_parser("db", help="database maintenance")
     db.add_argument("db_command", choices=["upgrade"])
     db.set_defaults(handler=_db)
-    cli_tokens.register(commands)
+    for name, (module, helptext) in _MODULE_COMMANDS.items():
+        if only in (None, name):
+            _register(module, commands)
+        else:
+            commands.add_parser(name, help=helptext)
     audit = commands.add_parser("audit", help="the tamper-evident routing log")
-    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
-    cli_audit.register(audit_commands)
-    cli_audit_read.register(audit_commands)
-    cli_regions.register(commands)
+    if only in (None, "audit"):
+        audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+        for module in _AUDIT_MODULES:
+            _register(module, audit_commands)
     return parser
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """True for the project's own user-facing errors (their modules are loaded if raised)."""
+    if isinstance(exc, CliError):
+        return True
+    for path in _USER_ERRORS:
+        module, _, name = path.partition(":")
+        loaded = sys.modules.get(module)
+        if loaded is not None and isinstance(exc, getattr(loaded, name)):
+            return True
+    return False
+
+
+def _validation_message(exc: BaseException) -> str | None:
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is None or not isinstance(exc, pydantic.ValidationError):
+        return None
+    first = exc.errors()[0]
+    return f"setting {first['loc'][0]}: {first['msg']}"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gateway` console script."""
-    args = build_parser().parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in arguments if not a.startswith("-")), None)
+    args = build_parser(only=command or "").parse_args(arguments)
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)
-    except (
-        CliError,
-        CatalogError,
-        GeoIpError,
-        PolicyPackError,
-        StoreError,
-        StoreUnavailable,
-    ) as exc:
-        print(f"gateway: error: {exc}", file=sys.stderr)
-        return 2
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        print(f"gateway: error: setting {first['loc'][0]}: {first['msg']}", file=sys.stderr)
+    except Exception as exc:
+        message = str(exc) if _is_user_error(exc) else _validation_message(exc)
+        if message is None:
+            raise
+        print(f"gateway: error: {message}", file=sys.stderr)
         return 2
 
 
