@@ -109,6 +109,7 @@ class RoutingLogWriter:
         self._wakeup = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
+        self._adopter: asyncio.Task[None] | None = None
         self._position = Position(0, 0)
         self._closing = False
         self.written = 0
@@ -120,11 +121,39 @@ class RoutingLogWriter:
         return self._spool.pending
 
     def start(self) -> None:
-        """Open the spool (replaying what a previous process left) and start storing."""
+        """Open the spool (replaying what a previous process left) and start storing; slots
+        abandoned by processes that are gone (fewer workers now, say) are stored too."""
         self._loop = asyncio.get_running_loop()
         self._spool.open(self._flushed_from_thread)
         self._position = self._spool.ack_position
         self._task = asyncio.create_task(self._run(), name="routing-log-writer")
+        self._adopter = asyncio.create_task(self._adopt_orphans(), name="routing-log-orphans")
+
+    async def _adopt_orphans(self) -> None:
+        for slot in self._spool.other_slots():
+            orphan = Spool(self._spool.root)
+            try:
+                await asyncio.to_thread(orphan.open, None, slot)
+            except SpoolError:
+                continue  # a live process owns it
+            try:
+                position, delay = orphan.ack_position, 0.05
+                while orphan.pending:
+                    try:
+                        stored, position = await asyncio.to_thread(self._drain, orphan, position)
+                    except Exception as exc:
+                        logger.warning("routing log: abandoned spool %s: %s", slot, exc)
+                        if self._closing:
+                            break  # kept for the next start
+                        await asyncio.sleep(delay)
+                        delay = min(delay * 2, self._retry_max)
+                        continue
+                    if not stored:
+                        break
+                if not orphan.pending:
+                    logger.info("routing log: stored the records left in %s", slot)
+            finally:
+                await asyncio.to_thread(orphan.close)
 
     def submit(self, record: Record) -> asyncio.Future[None]:
         """Spool one record; the future completes when it is fsynced (SpoolError if it fails)."""
@@ -213,10 +242,15 @@ class RoutingLogWriter:
             logger.exception("audit job %s failed", type(job).__name__)
 
     def _drain_once(self) -> int:
-        """Store one batch of durable spooled records; returns how many were read."""
-        payloads, after = self._spool.read(self._position, self._batch_size)
+        """Store one batch of this process's spooled records; returns how many were read."""
+        count, self._position = self._drain(self._spool, self._position)
+        return count
+
+    def _drain(self, spool: Spool, position: Position) -> tuple[int, Position]:
+        """Store one batch of durable records from `position`; (records read, next position)."""
+        payloads, after = spool.read(position, self._batch_size)
         if not payloads:
-            return 0
+            return 0, position
         records: list[Record] = []
         for payload in payloads:
             try:
@@ -224,9 +258,8 @@ class RoutingLogWriter:
             except ValueError as exc:
                 self._on_poison({"spool_payload": payload.decode("utf-8", "replace")}, str(exc))
         self.written += self._write(records)
-        self._spool.acknowledge(after, len(payloads))
-        self._position = after
-        return len(payloads)
+        spool.acknowledge(after, len(payloads))
+        return len(payloads), after
 
     def _write(self, batch: list[Record]) -> int:
         try:
@@ -250,6 +283,13 @@ class RoutingLogWriter:
         await asyncio.to_thread(self._spool.flush)
         self._closing = True
         self._wakeup.set()
+        if self._adopter is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._adopter), grace)
+            except TimeoutError:
+                self._adopter.cancel()  # the rest stays in its slot for the next start
+            except Exception:
+                logger.exception("routing log: storing an abandoned spool failed")
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), grace)

@@ -30,15 +30,15 @@ _FILTERS = (
     ("outcome", "routed, refused, unavailable, model_not_found, upstream_error"),
 )
 _COLUMNS = (
-    ("decided_at", 26),
-    ("decision_id", 24),
-    ("tenant_id", 12),
-    ("jurisdiction", 4),
-    ("client_country", 6),
-    ("data_class", 10),
-    ("outcome", 15),
-    ("region", 14),
-    ("status_code", 4),
+    ("decided_at", "DECIDED_AT (UTC)", 26),
+    ("decision_id", "DECISION", 24),
+    ("tenant_id", "TENANT", 12),
+    ("jurisdiction", "SUBJECT", 7),
+    ("client_country", "CLIENT", 6),
+    ("data_class", "CLASS", 10),
+    ("outcome", "OUTCOME", 15),
+    ("region", "REGION", 14),
+    ("status_code", "HTTP", 4),
 )
 
 
@@ -98,9 +98,9 @@ def _search(args: argparse.Namespace) -> int:
     if args.json:
         _dump({"decisions": page.records, "next_cursor": page.next_cursor, "limit": limit})
         return 0
-    print("  ".join(name.upper().ljust(width) for name, width in _COLUMNS).rstrip())
+    print("  ".join(head.ljust(width) for _, head, width in _COLUMNS).rstrip())
     for record in page.records:
-        print("  ".join(_cell(record, name).ljust(width) for name, width in _COLUMNS).rstrip())
+        print("  ".join(_cell(record, name).ljust(width) for name, _, width in _COLUMNS).rstrip())
     shown = f"{len(page.records)} decision(s)"
     print(f"{shown}; next page: --cursor {page.next_cursor}" if page.next_cursor else shown)
     return 0

@@ -15,17 +15,16 @@ import contextlib
 import fcntl
 import logging
 import os
-import struct
 import threading
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from compliance.audit.frames import frame, parse_frames
+
 logger = logging.getLogger(__name__)
 
-FRAME = struct.Struct("<II")  # payload length (never 0), CRC-32 of the payload
-SEGMENT_BYTES = 64 * 1024 * 1024
+SEGMENT_BYTES = 16 * 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
 MAX_SLOTS = 1024
 ACK_FILE = "ack"
@@ -38,6 +37,10 @@ FlushCallback = Callable[[int, BaseException | None], None]
 
 class SpoolError(Exception):
     """The spool cannot accept records (closed, or a write or fsync failed)."""
+
+
+class SpoolBusy(SpoolError):
+    """Another live process holds this slot."""
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -54,37 +57,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def parse_frames(data: bytes, max_records: int) -> tuple[list[bytes], int, bool]:
-    """Complete, valid frames at the start of `data`: (payloads, bytes used, hit_bad_frame).
-
-    A zero length marks the unwritten (preallocated) end; a bad CRC or impossible length marks
-    a torn write: both stop the parse.
-    """
-    payloads: list[bytes] = []
-    pos, size = 0, len(data)
-    header = FRAME.size
-    while len(payloads) < max_records and pos + header <= size:
-        length, crc = FRAME.unpack_from(data, pos)
-        if length == 0:
-            return payloads, pos, False
-        end = pos + header + length
-        if end > size:
-            break
-        payload = data[pos + header : end]
-        if zlib.crc32(payload) != crc:
-            return payloads, pos, True
-        payloads.append(payload)
-        pos = end
-    return payloads, pos, False
-
-
-def frame(payload: bytes) -> bytes:
-    """One framed record."""
-    if not payload:
-        raise ValueError("spool records must not be empty")
-    return FRAME.pack(len(payload), zlib.crc32(payload)) + payload
 
 
 class _Segment:
@@ -132,10 +104,11 @@ class Spool:
 
     # -- opening and recovery ------------------------------------------------------------------
 
-    def open(self, on_flush: FlushCallback | None = None) -> None:
-        """Claim a slot, recover what a previous process left, start the writer thread."""
+    def open(self, on_flush: FlushCallback | None = None, slot: Path | None = None) -> None:
+        """Claim a slot (the first free one, or `slot`: SpoolBusy if another process holds it),
+        recover what a previous process left there, start the writer thread."""
         self._on_flush = on_flush
-        self.directory = self._claim_slot()
+        self.directory = self._claim_slot() if slot is None else self._claim(slot)
         self._ack = self._read_ack()
         numbers = sorted(int(p.stem) for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
         for number in numbers:
@@ -151,17 +124,26 @@ class Spool:
     def _claim_slot(self) -> Path:
         self.root.mkdir(parents=True, exist_ok=True)
         for index in range(MAX_SLOTS):
-            directory = self.root / f"slot-{index}"
-            directory.mkdir(exist_ok=True)
-            fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
+                return self._claim(self.root / f"slot-{index}")
+            except SpoolBusy:
                 continue
-            self._lock_fd = fd
-            return directory
         raise SpoolError(f"audit spool {self.root}: all {MAX_SLOTS} slots are in use")
+
+    def _claim(self, directory: Path) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolBusy(f"audit spool slot {directory} is in use") from None
+        self._lock_fd = fd
+        return directory
+
+    def other_slots(self) -> list[Path]:
+        """Slot directories under the root other than this spool's (live or abandoned)."""
+        return sorted(p for p in self.root.glob("slot-*") if p.is_dir() and p != self.directory)
 
     def _segment_path(self, number: int) -> Path:
         assert self.directory is not None
@@ -342,7 +324,11 @@ class Spool:
         self._ack = position
         self._acked_records += records
         with self._lock:
-            done = [n for n in self._sealed if n < position.segment]
+            done = [
+                n
+                for n, end in self._sealed.items()
+                if n < position.segment or (n == position.segment and position.offset >= end)
+            ]
             for number in done:
                 del self._sealed[number]
         for number in done:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
 from hashlib import sha256
-from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine
@@ -19,12 +17,9 @@ from compliance.audit import checkpoints as cps
 from compliance.audit.canonical import GENESIS_HASH
 from compliance.audit.db import transaction
 from compliance.audit.entries import (
-    LAYOUTS,
     Entry,
-    Row,
     iter_canonical,
     iter_entries,
-    iter_rows,
     rows_at,
     seq_bounds,
     seqs_with_hash,
@@ -32,80 +27,14 @@ from compliance.audit.entries import (
     unchained,
 )
 from compliance.audit.ledger import ChainHead, read_head
+from compliance.audit.report import Break, VerifyReport
 from compliance.audit.verify_parallel import precheck
 from compliance.store.engine import sqlite_file
 
+__all__ = ["Break", "VerifyReport", "verify"]
+
 REORDER_WINDOW = 10_000
 """How far from its position a displaced entry is searched for (only after a break)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Break:
-    """Where and how the chain is broken."""
-
-    problem: str  # altered | deleted | inserted | reordered | truncated | rewritten | forged
-    seq: int | None
-    entry: str | None
-    detail: str
-
-    def text(self) -> str:
-        """One line for people."""
-        where = f" at #{self.seq}" if self.seq is not None else ""
-        return f"{self.problem}{where}: {self.detail}"
-
-
-@dataclass(frozen=True, slots=True)
-class VerifyReport:
-    """What `verify` found."""
-
-    records: int
-    first_seq: int | None
-    last_seq: int | None
-    head_seq: int
-    checkpoints: int
-    bridged_by: int | None
-    problems: tuple[Break, ...] = field(default_factory=tuple)
-    seconds: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """True if nothing is wrong."""
-        return not self.problems
-
-    @property
-    def first_break(self) -> Break | None:
-        """The problem at the lowest chain position."""
-        if not self.problems:
-            return None
-        return min(self.problems, key=lambda b: (b.seq is None, b.seq or 0))
-
-    def summary(self) -> str:
-        """`chain intact: N records` or `chain broken: <first problem>`."""
-        first = self.first_break
-        if first is None:
-            return f"chain intact: {self.records} records"
-        return f"chain broken: {first.text()}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready form (the API and the console show it)."""
-        first = self.first_break
-        return {
-            "ok": self.ok,
-            "summary": self.summary(),
-            "records": self.records,
-            "first_seq": self.first_seq,
-            "last_seq": self.last_seq,
-            "head_seq": self.head_seq,
-            "checkpoints": self.checkpoints,
-            "bridged_by_checkpoint_at": self.bridged_by,
-            "first_break": None if first is None else _break_dict(first),
-            "problems": [_break_dict(b) for b in self.problems],
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def _break_dict(b: Break) -> dict[str, Any]:
-    return {"problem": b.problem, "seq": b.seq, "entry": b.entry, "detail": b.detail}
 
 
 class _Walk:
@@ -156,10 +85,8 @@ class _Walk:
         begin = self.start(first)
         if begin is None:
             return None
-        if self.conn.dialect.name == "sqlite":
-            if sqlite_can_hash(self.conn):
-                return self._walk_canonical(first, last_seq, *begin)
-            return self._walk_rows(first, last_seq, *begin)
+        if self.conn.dialect.name == "sqlite" and sqlite_can_hash(self.conn):
+            return self._walk_canonical(first, last_seq, *begin)
         return self._walk_entries(iter_entries(self.conn, first, last_seq), *begin)
 
     def walk_parallel(self, first: int, last_seq: int, engine: Engine, workers: int) -> int | None:
@@ -222,35 +149,8 @@ class _Walk:
             return self._check(Entry.from_row(rows[-1]), expected, prev, last) is not None
         return self._check(Entry.from_row(rows[0]), expected, prev, last) is not None
 
-    def _walk_rows(self, first: int, last_seq: int, expected: int, prev: str) -> int:
-        """The SQLite fast path: hash raw rows; build an Entry only for an irregular row."""
-        valid = self.valid
-        layouts = LAYOUTS
-        last_row: Row | None = None
-        for row in iter_rows(self.conn, first, last_seq):
-            seq = row[0]
-            try:
-                regular = (
-                    seq == expected
-                    and row[1] == prev
-                    and sha256(layouts[row[4]].entry_bytes(seq, prev, row)).hexdigest() == row[2]
-                )
-            except (TypeError, ValueError):
-                regular = False
-            if not regular:  # a break, or a row stored in another (older) form: look closer
-                last = None if last_row is None else Entry.from_row(last_row)
-                if self._check(Entry.from_row(row), expected, prev, last) is None:
-                    return expected - 1
-            elif seq in valid:
-                self._check_signed(Entry.from_row(row), valid[seq])
-            prev = row[2]
-            last_row = row
-            expected += 1
-            self.records += 1
-        return expected - 1
-
     def _walk_entries(self, entries: Iterator[Entry], expected: int, prev: str) -> int:
-        """Check parsed entries one by one (PostgreSQL)."""
+        """Check entries one by one (PostgreSQL; SQLite without its JSON functions)."""
         last: Entry | None = None
         for entry in entries:
             digest = self._check(entry, expected, prev, last)

@@ -6,12 +6,16 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, func, select
 
 from compliance.audit_query import report, search
 from compliance.audit_query.filters import DecisionFilter
-from compliance.store.engine import create_store_engine
+from compliance.store.engine import BEGIN_OPTION, create_store_engine
 from compliance.store.errors import translate_errors
+from compliance.store.schema import routing_decisions
+
+_STALE = 10
+"""Re-analyse when the table has grown this many times over since statistics were taken."""
 
 __all__ = ["AuditReader"]
 
@@ -27,15 +31,38 @@ class AuditReader:
         """Use an existing engine (e.g. the gateway's), or create one from a URL."""
         self._owns_engine = not isinstance(database, Engine)
         self.engine = create_store_engine(database) if isinstance(database, str) else database
+        self._statistics_checked = False
 
     def close(self) -> None:
         """Release pooled connections (only if this reader created the engine)."""
         if self._owns_engine:
             self.engine.dispose()
 
+    def _ensure_statistics(self) -> None:
+        """Give SQLite's planner statistics for the routing log (once per reader).
+
+        Without them SQLite guesses that `tenant_id = ?` matches a handful of rows and sorts a
+        third of the log to show one page. ANALYZE reads the indexes only (about a second per
+        million records) and runs again when the log has grown tenfold. PostgreSQL keeps its
+        own statistics (autovacuum).
+        """
+        self._statistics_checked = True
+        if self.engine.dialect.name != "sqlite":
+            return
+        with translate_errors(), self.engine.connect() as conn:
+            conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE"})
+            with conn.begin():
+                rows = conn.execute(select(func.max(routing_decisions.c.seq))).scalar() or 0
+                known = _analysed_rows(conn)
+                if known is not None and rows <= _STALE * max(known, 100):
+                    return
+                conn.exec_driver_sql("ANALYZE routing_decisions")
+
     @contextmanager
     def _read(self) -> Iterator[Connection]:
         """One read-only transaction: every query in it sees the same snapshot."""
+        if not self._statistics_checked:
+            self._ensure_statistics()
         with translate_errors(), self.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
@@ -56,3 +83,16 @@ class AuditReader:
         """Outcome counts, jurisdiction x region matrix, refusals and re-evaluation."""
         with self._read() as conn:
             return report.build_report(conn, spec)
+
+
+def _analysed_rows(conn: Connection) -> int | None:
+    """Rows of routing_decisions when SQLite last analysed it, or None if it never did."""
+    exists = conn.exec_driver_sql(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'sqlite_stat1'"
+    ).first()
+    if exists is None:
+        return None
+    stat = conn.exec_driver_sql(
+        "SELECT stat FROM sqlite_stat1 WHERE tbl = 'routing_decisions' LIMIT 1"
+    ).scalar()
+    return int(str(stat).split()[0]) if stat else None

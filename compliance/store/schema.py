@@ -270,10 +270,20 @@ policy_versions = Table(
 )
 """The policy as of every version (see policy_history), so old decisions can be re-evaluated."""
 
-Index(
-    "ix_routing_decisions_decided_at_seq", routing_decisions.c.decided_at, routing_decisions.c.seq
+SEARCH_INDEX_COLUMNS = (
+    "decided_at",
+    "seq",
+    "tenant_id",
+    "client_country",
+    "subject_country",
+    "data_class",
+    "outcome",
+    "chosen_region",
+    "served_region",
 )
-"""Keyset pagination of audit searches, newest first (migration 0004)."""
+Index("ix_routing_decisions_search", *(routing_decisions.c[c] for c in SEARCH_INDEX_COLUMNS))
+"""Audit searches walk this newest first and test every filter inside it, reading a table row
+only for a record that matches (migration 0004)."""
 REPORT_INDEX_COLUMNS = (
     "policy_version",
     "tenant_id",
@@ -289,5 +299,3 @@ REPORT_INDEX_COLUMNS = (
 Index("ix_routing_decisions_report", *(routing_decisions.c[c] for c in REPORT_INDEX_COLUMNS))
 """The audit period report groups by these columns in this order: read from the index alone,
 already sorted, instead of sorting a million rows (migration 0004)."""
-Index("ix_routing_decisions_served_region", routing_decisions.c.served_region)
-"""Audit search by region (chosen or served; chosen_region has its own index)."""

@@ -7,7 +7,7 @@ const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
   "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
 const NOT_PROCESSED = "not processed";
 const $ = (id) => document.getElementById(id);
-const state = { cursors: [null], page: 0, next: null };
+const state = { cursors: [null], page: 0, next: null, listRun: 0, reportRun: 0 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
@@ -85,7 +85,9 @@ function row(record) {
 }
 
 async function loadDecisions() {
+  const run = ++state.listRun;
   const page = await getJson(`/audit/decisions?${filterParams(true)}`);
+  if (run !== state.listRun) return;  // a newer search was started meanwhile: drop this answer
   const body = $("decisions").tBodies[0];
   body.replaceChildren(...page.decisions.map(row));
   if (!page.decisions.length) {
@@ -194,7 +196,9 @@ function drawMatrix(matrix) {
 }
 
 async function loadReport() {
+  const run = ++state.reportRun;
   const report = await getJson(`/audit/reports?${filterParams(false)}`);
+  if (run !== state.reportRun) return;
   const outcomes = Object.entries(report.outcomes).map(([k, v]) => `${k} ${v}`).join(", ");
   $("report-totals").textContent = `${report.total} decisions${outcomes ? ` (${outcomes})` : ""}.`;
   const re = report.reevaluation;

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
 import os
@@ -86,7 +87,7 @@ class Bench:
         self.payload: dict[str, bytes] = {}
         self.stream_payload: dict[str, bytes] = {}
         self.wrk_script = peak.write_script(tmp / "post.lua", HEADERS, BODY)
-        self.log = print
+        self.log = functools.partial(print, flush=True)
         self.partial: Path | None = None  # where results so far are saved after each phase
 
     def checkpoint(self, results: dict[str, Any]) -> None:

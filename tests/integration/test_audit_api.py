@@ -276,7 +276,18 @@ def test_cli_search(logged: Logged) -> None:
     )
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:3] == ["DECIDED_AT", "DECISION_ID", "TENANT_ID"]
+    assert lines[0].split() == [
+        "DECIDED_AT",
+        "(UTC)",
+        "DECISION",
+        "TENANT",
+        "SUBJECT",
+        "CLIENT",
+        "CLASS",
+        "OUTCOME",
+        "REGION",
+        "HTTP",
+    ]
     assert [line.split()[1] for line in lines[1:-1]] == [
         logged.decisions[6][0],
         logged.decisions[2][0],

@@ -404,3 +404,29 @@ def test_sqlite_search_and_report_use_indexes(logged: Log) -> None:
     with logged.store.engine.connect() as conn:
         steps = [row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {grouped}")]
     assert steps == ["SCAN routing_decisions USING COVERING INDEX ix_routing_decisions_report"]
+
+
+def test_sqlite_planner_gets_statistics(fresh: Log) -> None:
+    if fresh.store.engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL keeps its own statistics")
+
+    def analysed() -> int | None:
+        with fresh.store.engine.connect() as conn:
+            tables = conn.exec_driver_sql("SELECT name FROM sqlite_master").scalars().all()
+            if "sqlite_stat1" not in tables:
+                return None
+            stat = conn.exec_driver_sql(
+                "SELECT stat FROM sqlite_stat1 WHERE idx = 'ix_routing_decisions_search'"
+            ).scalar()
+            return int(str(stat).split()[0])
+
+    fresh.fill(20)
+    assert analysed() is None
+    AuditReader(fresh.store.engine).search(parse_filter(), 5)
+    assert analysed() == 20
+    fresh.fill(500, prefix="more-", start=START + timedelta(days=1))
+    AuditReader(fresh.store.engine).search(parse_filter(), 5)
+    assert analysed() == 20  # not yet ten times more than when analysed (floor: 100 rows)
+    fresh.fill(600, prefix="again-", start=START + timedelta(days=2))
+    AuditReader(fresh.store.engine).report(parse_filter())
+    assert analysed() == 1120

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from compliance.audit.spool import Position, Spool, SpoolError, frame, parse_frames
-from compliance.routing_log import decode, encode
+from compliance.audit.frames import frame, parse_frames
+from compliance.audit.spool import Position, Spool, SpoolError
+from compliance.routing_log import RoutingLogWriter, decode, encode
 from compliance.store.migrate import upgrade
 from compliance.store.routing_log_store import RoutingLogStore
 from tests.audit_chain_support import decision
@@ -71,7 +72,12 @@ CRASH = textwrap.dedent(
     spool = Spool(Path(sys.argv[1]), segment_bytes=int(sys.argv[2]))
     spool.open()
     for i in range(int(sys.argv[3])):
-        spool.append(f"record-{i}".encode())
+        if len(sys.argv) > 6:  # real routing records
+            from compliance.routing_log import encode
+            from tests.audit_chain_support import decision
+            spool.append(encode(decision(i)))
+        else:
+            spool.append(f"record-{i}".encode())
         if sys.argv[5] == "each":
             spool.flush()  # one write group per record
     spool.flush()
@@ -87,7 +93,12 @@ CRASH = textwrap.dedent(
 
 
 def crash(
-    root: Path, records: int, acknowledged: int, segment_bytes: int = 1 << 20, flush: str = "end"
+    root: Path,
+    records: int,
+    acknowledged: int,
+    segment_bytes: int = 1 << 20,
+    flush: str = "end",
+    *extra: str,
 ) -> Path:
     """A real process spools `records`, acknowledges the first ones, then is SIGKILLed."""
     result = subprocess.run(
@@ -100,6 +111,7 @@ def crash(
             str(records),
             str(acknowledged),
             flush,
+            *extra,
         ],
         capture_output=True,
         text=True,
@@ -189,4 +201,23 @@ def test_replayed_records_are_stored_exactly_once(tmp_path: Path) -> None:
     assert log.append_batch([*replay, decision(6)], skip_existing=True) == 1
     assert log.count() == 6
     again.close()
+    log.close()
+
+
+async def test_a_spool_left_by_a_dead_process_is_stored(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/log.db"
+    upgrade(url)
+    live = Spool(tmp_path / "spool")
+    live.open()  # holds slot-0, so the crashing process spools into slot-1
+    orphan = crash(tmp_path / "spool", 30, 10, 1 << 20, "end", "records")
+    live.close()
+    assert orphan.name == "slot-1"
+    log = RoutingLogStore(url)
+    writer = RoutingLogWriter(log, Spool(tmp_path / "spool"))
+    writer.start()  # takes slot-0 again and adopts slot-1
+    await writer.record(decision(100))
+    await writer.close()
+    assert log.count() == 21
+    assert log.get("dec-000010") is not None and log.get("dec-000009") is None
+    assert list(orphan.glob("*.spool")) == []
     log.close()

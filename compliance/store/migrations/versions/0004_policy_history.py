@@ -1,4 +1,4 @@
-"""Policy history for re-evaluating old decisions; indexes for audit search.
+"""Policy history for re-evaluating old decisions; indexes for audit search and reports.
 
 The policy as it stands is recorded under the current version, so records decided from now
 on (and those of the current version) can be re-evaluated. The snapshot is taken from the
@@ -26,6 +26,18 @@ depends_on: str | Sequence[str] | None = None
 
 _TS = sa.DateTime(timezone=True)
 _SNAPSHOT_TABLES = ("regimes", "regime_rules", "regions", "tenants")
+_SEARCH_INDEX = (
+    "decided_at",
+    "seq",
+    "tenant_id",
+    "client_country",
+    "subject_country",
+    "data_class",
+    "outcome",
+    "chosen_region",
+    "served_region",
+)
+"""Audit search order, then every filter (schema.SEARCH_INDEX_COLUMNS)."""
 _REPORT_INDEX = (
     "policy_version",
     "tenant_id",
@@ -51,11 +63,8 @@ def upgrade() -> None:
         sa.Column("snapshot", sa.JSON(), nullable=False),
         sa.PrimaryKeyConstraint("version", name="pk_policy_versions"),
     )
-    op.create_index(
-        "ix_routing_decisions_decided_at_seq", "routing_decisions", ["decided_at", "seq"]
-    )
+    op.create_index("ix_routing_decisions_search", "routing_decisions", list(_SEARCH_INDEX))
     op.create_index("ix_routing_decisions_report", "routing_decisions", list(_REPORT_INDEX))
-    op.create_index("ix_routing_decisions_served_region", "routing_decisions", ["served_region"])
     _record_current_policy()
 
 
@@ -88,7 +97,6 @@ def _record_current_policy() -> None:
 
 def downgrade() -> None:
     """Drop the indexes and the history."""
-    op.drop_index("ix_routing_decisions_served_region", table_name="routing_decisions")
     op.drop_index("ix_routing_decisions_report", table_name="routing_decisions")
-    op.drop_index("ix_routing_decisions_decided_at_seq", table_name="routing_decisions")
+    op.drop_index("ix_routing_decisions_search", table_name="routing_decisions")
     op.drop_table("policy_versions")
