@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -36,6 +38,10 @@ _REFUSAL_TYPES = {
     Outcome.MODEL_NOT_FOUND: ("invalid_request_error", "model_not_found"),
     Outcome.UPSTREAM_ERROR: ("upstream_error", "all_attempts_failed"),
 }
+
+
+class ClientDisconnected(Exception):
+    """The client went away while a streamed answer was being relayed."""
 
 
 class UpstreamStreamBroken(Exception):
@@ -158,7 +164,7 @@ class InferenceProxy:
         if decision.outcome is not Outcome.ROUTED:
             await self._refuse(send, decision, decision.outcome, [], headers, span, started)
             return
-        await self._forward(scope, send, decision, snapshot, body, headers, span, started)
+        await self._forward(scope, receive, send, decision, snapshot, body, headers, span, started)
 
     async def _refuse(
         self,
@@ -209,6 +215,7 @@ class InferenceProxy:
     async def _forward(
         self,
         scope: Scope,
+        receive: Receive,
         send: Send,
         decision: Decision,
         snapshot: RoutingSnapshot,
@@ -267,6 +274,7 @@ class InferenceProxy:
                 headers.append((b"x-residency-region", region_id.encode()))
                 span.set_attribute("residency.served_region", region_id)
                 span.set_attribute("http.response.status_code", response.status)
+                recorded: list[bool] = []
                 try:
                     served = functools.partial(
                         self._record_served,
@@ -277,8 +285,19 @@ class InferenceProxy:
                         tried,
                         span,
                         started,
+                        recorded,
                     )
-                    first_chunk_at = await _relay(send, response, headers, served)
+                    first_chunk_at = await _relay_watching(receive, send, response, headers, served)
+                except ClientDisconnected:
+                    attempt_span.set_attribute("upstream.outcome", "client_disconnected")
+                    if not recorded:
+                        attempts.append(
+                            Attempt(region_id, "client_disconnected", response.status, _ms(tried))
+                        )
+                        await self._record(
+                            decision, Outcome.ROUTED, 499, region_id, attempts, span, started
+                        )
+                    return
                 except UpstreamError as exc:
                     attempts.append(
                         Attempt(
@@ -317,8 +336,10 @@ class InferenceProxy:
         tried: float,
         span: Span,
         started: float,
+        recorded: list[bool],
     ) -> None:
         """Log a forwarded answer; runs just before the message that completes its body."""
+        recorded.append(True)
         attempts.append(Attempt(region_id, "ok", status, _ms(tried)))
         outcome = Outcome.ROUTED if status < 500 else Outcome.UPSTREAM_ERROR
         await self._record(decision, outcome, status, region_id, attempts, span, started)
@@ -396,3 +417,39 @@ async def _relay(
     await before_end()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     return first_chunk_at or time.perf_counter()
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _relay_watching(
+    receive: Receive,
+    send: Send,
+    response: UpstreamResponse,
+    headers: RawHeaders,
+    before_end: Callable[[], Awaitable[None]],
+) -> float:
+    """_relay, but a streamed answer stops (and the region is let go) when the client leaves.
+
+    Answers with a known length are short and relayed directly; streams race a disconnect
+    watcher, since the ASGI server drops writes to a closed connection silently.
+    """
+    if any(k == b"content-length" for k, _ in response.headers):
+        return await _relay(send, response, headers, before_end)
+    relay = asyncio.ensure_future(_relay(send, response, headers, before_end))
+    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    try:
+        await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        relay.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if relay.done():
+        return relay.result()
+    relay.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await relay
+    raise ClientDisconnected

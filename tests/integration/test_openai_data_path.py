@@ -261,15 +261,6 @@ def test_streaming_is_not_buffered(gateway: GatewayProcess, fleet: SimulatorFlee
     assert sum(1 for g in gaps if g > 0.02) >= 10, gaps
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: gateway/proxy.py _relay() never watches receive() for http.disconnect; uvicorn's "
-        "send() silently drops writes after the client left, so the gateway keeps reading the "
-        "upstream stream to its end (the region keeps generating) and logs the request as "
-        "routed/200"
-    ),
-)
 def test_client_disconnect_mid_stream_stops_the_upstream(
     gateway: GatewayProcess, fleet: SimulatorFleet
 ) -> None:
@@ -284,6 +275,7 @@ def test_client_disconnect_mid_stream_stops_the_upstream(
         ) as response,
     ):
         assert response.headers["x-residency-region"] == "eu-frankfurt"
+        decision_id = response.headers["x-residency-decision"]
         chunks = response.iter_raw()
         next(chunks)
         next(chunks)
@@ -292,6 +284,10 @@ def test_client_disconnect_mid_stream_stops_the_upstream(
     while HTTP.get(stats_url).json()["in_flight"] > 0:
         assert time.monotonic() - left_at < 1.0, "the region is still streaming to nobody"
         time.sleep(0.05)
+    record = gateway.record(decision_id)
+    assert (record["outcome"], record["status_code"]) == ("routed", 499)
+    assert record["served_region"] == "eu-frankfurt"
+    assert record["attempts"][-1]["result"] == "client_disconnected"
 
 
 # -- X-Forwarded-For is believed only from trusted proxies ---------------------------------
