@@ -405,7 +405,7 @@ async def _relay(
     )
     sent = 0
     first_chunk_at = 0.0
-    async for chunk in response.chunks():
+    while chunk := await response.read():
         if not sent:
             first_chunk_at = time.perf_counter()
         sent += len(chunk)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from gateway.routing.decision import Decision, Outcome
@@ -16,6 +16,10 @@ class Attempt:
     result: str
     status: int | None = None
     ms: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (dataclasses.asdict is several times slower on this hot path)."""
+        return {"region": self.region, "result": self.result, "status": self.status, "ms": self.ms}
 
 
 def routing_record(
@@ -48,7 +52,7 @@ def routing_record(
         "policy_version": decision.policy_version,
         "trace_id": trace_id,
         "latency_ms": round(latency_ms, 3),
-        "attempts": [asdict(a) for a in attempts],
+        "attempts": [a.to_dict() for a in attempts],
         "jurisdictions": explanation["jurisdictions"],
         "regimes": explanation["regimes"],
         "reasons": list(decision.reasons),

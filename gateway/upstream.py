@@ -6,7 +6,7 @@ aiohttp errors are translated here, once, into `UpstreamError`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
@@ -59,8 +59,12 @@ class UpstreamResponse(Protocol):
         """Response headers, hop-by-hop ones removed."""
         ...
 
-    def chunks(self) -> AsyncIterator[bytes]:
-        """Body bytes as they arrive; raises UpstreamError if the region breaks off."""
+    async def read(self) -> bytes:
+        """The next body bytes as they arrive, b"" at the end; UpstreamError if it breaks off.
+
+        (A coroutine, not an async generator: an abandoned generator costs a thread-safe
+        loop wake-up when it is finalised, on every request.)
+        """
         ...
 
     def release(self) -> None:
@@ -111,15 +115,10 @@ class _AiohttpResponse:
     def headers(self) -> Sequence[tuple[bytes, bytes]]:
         return self._headers
 
-    async def chunks(self) -> AsyncIterator[bytes]:
-        content = self._response.content
+    async def read(self) -> bytes:
         try:
-            while True:
-                async with asyncio.timeout(self._timeout):
-                    chunk = await content.readany()
-                if not chunk:
-                    return
-                yield chunk
+            async with asyncio.timeout(self._timeout):
+                return await self._response.content.readany()
         except TimeoutError:
             raise UpstreamError(FailureKind.TIMEOUT, "no body bytes within read timeout") from None
         except (aiohttp.ClientError, ConnectionError) as exc:

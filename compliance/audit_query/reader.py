@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -11,13 +12,15 @@ from sqlalchemy import Connection, Engine, func, select
 from compliance.audit_query import report, search
 from compliance.audit_query.filters import DecisionFilter
 from compliance.store.engine import BEGIN_OPTION, create_store_engine
-from compliance.store.errors import translate_errors
+from compliance.store.errors import StoreError, StoreUnavailable, translate_errors
 from compliance.store.schema import routing_decisions
 
 _STALE = 10
 """Re-analyse when the table has grown this many times over since statistics were taken."""
 
 __all__ = ["AuditReader"]
+
+logger = logging.getLogger(__name__)
 
 
 class AuditReader:
@@ -49,14 +52,18 @@ class AuditReader:
         self._statistics_checked = True
         if self.engine.dialect.name != "sqlite":
             return
-        with translate_errors(), self.engine.connect() as conn:
-            conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE"})
-            with conn.begin():
-                rows = conn.execute(select(func.max(routing_decisions.c.seq))).scalar() or 0
-                known = _analysed_rows(conn)
-                if known is not None and rows <= _STALE * max(known, 100):
-                    return
-                conn.exec_driver_sql("ANALYZE routing_decisions")
+        try:
+            with translate_errors(), self.engine.connect() as conn:
+                with conn.begin():
+                    if not _statistics_stale(conn):
+                        return
+                conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE"})
+                with conn.begin():
+                    if _statistics_stale(conn):  # unless another reader just did it
+                        conn.exec_driver_sql("ANALYZE routing_decisions")
+        except (StoreUnavailable, StoreError) as exc:
+            # Only slower plans: e.g. a read-only copy of the database on an admin host.
+            logger.warning("could not refresh SQLite statistics for the routing log: %s", exc)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -83,6 +90,13 @@ class AuditReader:
         """Outcome counts, jurisdiction x region matrix, refusals and re-evaluation."""
         with self._read() as conn:
             return report.build_report(conn, spec)
+
+
+def _statistics_stale(conn: Connection) -> bool:
+    """True if routing_decisions was never analysed or has grown tenfold since."""
+    rows = conn.execute(select(func.max(routing_decisions.c.seq))).scalar() or 0
+    known = _analysed_rows(conn)
+    return known is None or rows > _STALE * max(known, 100)
 
 
 def _analysed_rows(conn: Connection) -> int | None:
