@@ -23,10 +23,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_file=None)
 
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=1, le=65535)
-    workers: int = Field(1, ge=1, le=64)
-    data_dir: Path = Path("var")
+    host: str = Field("127.0.0.1", description="listen address")
+    port: int = Field(8080, ge=1, le=65535, description="listen port")
+    workers: int = Field(1, ge=1, le=64, description="worker processes (one per core)")
+    data_dir: Path = Field(Path("var"), description="SQLite file, spool, keys")
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: a SQLite file in data_dir"
     )
@@ -37,14 +37,20 @@ class Settings(BaseSettings):
         default_factory=list,
         description="CIDRs whose X-Forwarded-For is believed (comma separated)",
     )
-    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
-    upstream_connect_timeout: float = Field(2.0, gt=0)
+    max_body_bytes: int = Field(
+        4 * 1024 * 1024, ge=1024, description="request body limit (413 above it)"
+    )
+    upstream_connect_timeout: float = Field(
+        2.0, gt=0, description="seconds to connect to a region before failing over"
+    )
     upstream_first_byte_timeout: float = Field(
         60.0, gt=0, description="seconds to wait for response headers before failing over"
     )
     upstream_read_timeout: float = Field(120.0, gt=0, description="max gap between body chunks")
-    upstream_max_connections: int = Field(1024, ge=1)
-    max_attempts: int = Field(3, ge=1, le=10)
+    upstream_max_connections: int = Field(1024, ge=1, description="pooled upstream connections")
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="regions tried per request, all within the allowed set"
+    )
     snapshot_refresh_interval: float = Field(
         1.0,
         gt=0,
@@ -60,11 +66,11 @@ class Settings(BaseSettings):
     change_feed_ping_interval: float = Field(
         10.0, gt=0, description="seconds of quiet after which the listener probes its connection"
     )
-    health_interval: float = Field(2.0, gt=0)
-    health_timeout: float = Field(1.0, gt=0)
-    health_path: str = "/healthz"
-    health_fall: int = Field(2, ge=1)
-    health_rise: int = Field(2, ge=1)
+    health_interval: float = Field(2.0, gt=0, description="seconds between region probes")
+    health_timeout: float = Field(1.0, gt=0, description="probe timeout in seconds")
+    health_path: str = Field("/healthz", description="path probed on every region")
+    health_fall: int = Field(2, ge=1, description="failed probes in a row to mark down")
+    health_rise: int = Field(2, ge=1, description="good probes in a row to mark up")
     simulate_regions: bool = Field(
         False, description="start a region simulator for every loopback region in the catalog"
     )
@@ -77,7 +83,7 @@ class Settings(BaseSettings):
     audit_hmac_key: SecretStr | None = Field(
         None, description="key for client-IP HMACs; default: a random key kept in data_dir"
     )
-    routing_log_batch_size: int = Field(512, ge=1)
+    routing_log_batch_size: int = Field(512, ge=1, description="routing records per database write")
     audit_durability: Literal["strict", "relaxed"] = Field(
         "strict",
         description="strict: a response completes only once its routing record is fsynced",
@@ -108,10 +114,12 @@ class Settings(BaseSettings):
     )
     otel_traces_exporter: Literal["otlp", "console", "none"] = Field(
         "none",
+        description="otlp, console or none (OTEL_EXPORTER_OTLP_* configure otlp)",
         validation_alias=AliasChoices("OTEL_TRACES_EXPORTER", "GATEWAY_OTEL_TRACES_EXPORTER"),
     )
     otel_service_name: str = Field(
         "residency-gateway",
+        description="service name on spans and metrics",
         validation_alias=AliasChoices("OTEL_SERVICE_NAME", "GATEWAY_OTEL_SERVICE_NAME"),
     )
 
