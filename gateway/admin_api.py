@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 
 import orjson
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import ORJSONResponse
 
 from compliance.model import Regime, Tenant
 from compliance.store.access_store import Principal
@@ -43,6 +42,7 @@ from compliance.store.admin_ops import (
 )
 from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable
 from gateway.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, require
+from gateway.asgi import JsonResponse
 from gateway.intake import RequestRejected
 from gateway.runtime import GatewayRuntime
 from regions.catalog import Region
@@ -93,9 +93,9 @@ def _rendered(value: ConfigValue, **extra: Any) -> dict[str, Any]:
     return {**document_of(value), "etag": etag_of(value), **extra}
 
 
-def _response(body: dict[str, Any], status: int = 200, etag: str | None = None) -> ORJSONResponse:
+def _response(body: dict[str, Any], status: int = 200, etag: str | None = None) -> JsonResponse:
     headers = {"ETag": f'"{etag}"'} if etag else None
-    return ORJSONResponse(body, status_code=status, headers=headers)
+    return JsonResponse(body, status_code=status, headers=headers)
 
 
 class _Handlers:
@@ -115,7 +115,7 @@ class _Handlers:
             "serving_policy_version": policy.version,
         }
 
-    async def written(self, change: Change[Any], object_id: str) -> ORJSONResponse:
+    async def written(self, change: Change[Any], object_id: str) -> JsonResponse:
         """Wait until this replica serves the change, then describe it."""
         await self.await_version(change.policy_version)
         if change.value is None:
@@ -154,12 +154,12 @@ def _region_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
         return await h.listing(lambda p: list(p.regions))
 
     @api.get("/regions/{region_id}", dependencies=[read])
-    async def get_region(region_id: str) -> ORJSONResponse:
+    async def get_region(region_id: str) -> JsonResponse:
         region = await _run(lambda: h.ops.get(REGIONS, region_id))
         return _response(_rendered(region, **h.serving(region)), etag=etag_of(region))
 
     @api.put("/regions/{region_id}", dependencies=[write])
-    async def put_region(region_id: str, request: Request) -> ORJSONResponse:
+    async def put_region(region_id: str, request: Request) -> JsonResponse:
         body, if_match = await _json_body(request), request.headers.get("if-match")
         region = await _run(lambda: region_from_body(body, region_id))
         change = await _run(
@@ -170,7 +170,7 @@ def _region_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
         return await h.written(change, region_id)
 
     @api.patch("/regions/{region_id}", dependencies=[write])
-    async def patch_region(region_id: str, request: Request) -> ORJSONResponse:
+    async def patch_region(region_id: str, request: Request) -> JsonResponse:
         body, if_match = await _json_body(request), request.headers.get("if-match")
 
         def build(current: Region | None) -> Region:
@@ -192,7 +192,7 @@ def _region_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
         return await h.written(change, region_id)
 
     @api.delete("/regions/{region_id}", dependencies=[write])
-    async def delete_region(region_id: str, request: Request) -> ORJSONResponse:
+    async def delete_region(region_id: str, request: Request) -> JsonResponse:
         if_match = request.headers.get("if-match")
         change = await _run(
             lambda: h.ops.delete(REGIONS, region_id, actor=_principal(request), if_match=if_match)
@@ -206,12 +206,12 @@ def _tenant_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
         return await h.listing(lambda p: list(p.tenants.values()))
 
     @api.get("/tenants/{tenant_id}", dependencies=[read])
-    async def get_tenant(tenant_id: str) -> ORJSONResponse:
+    async def get_tenant(tenant_id: str) -> JsonResponse:
         tenant = await _run(lambda: h.ops.get(TENANTS, tenant_id))
         return _response(_rendered(tenant), etag=etag_of(tenant))
 
     @api.put("/tenants/{tenant_id}", dependencies=[write])
-    async def put_tenant(tenant_id: str, request: Request) -> ORJSONResponse:
+    async def put_tenant(tenant_id: str, request: Request) -> JsonResponse:
         body, if_match = await _json_body(request), request.headers.get("if-match")
         tenant, keys_given = await _run(lambda: tenant_from_body(body, tenant_id))
         build = keep_keys_unless_given(tenant, keys_given)
@@ -223,7 +223,7 @@ def _tenant_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
         return await h.written(change, tenant_id)
 
     @api.delete("/tenants/{tenant_id}", dependencies=[write])
-    async def delete_tenant(tenant_id: str, request: Request) -> ORJSONResponse:
+    async def delete_tenant(tenant_id: str, request: Request) -> JsonResponse:
         if_match = request.headers.get("if-match")
         change = await _run(
             lambda: h.ops.delete(TENANTS, tenant_id, actor=_principal(request), if_match=if_match)
@@ -237,13 +237,13 @@ def _regime_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
         return await h.listing(lambda p: list(p.regimes))
 
     @api.get("/regimes/{regime_id}", dependencies=[read])
-    async def get_regime(regime_id: str) -> ORJSONResponse:
+    async def get_regime(regime_id: str) -> JsonResponse:
         regime = await _run(lambda: h.ops.get(REGIMES, regime_id))
         return _response(_rendered(regime), etag=etag_of(regime))
 
     async def change_regime(
         regime_id: str, request: Request, build: Callable[[Regime | None], Regime], patch: bool
-    ) -> ORJSONResponse:
+    ) -> JsonResponse:
         if_match = request.headers.get("if-match")
         change = await _run(
             lambda: h.ops.put(
@@ -259,13 +259,13 @@ def _regime_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
         return await h.written(change, regime_id)
 
     @api.put("/regimes/{regime_id}", dependencies=[write])
-    async def put_regime(regime_id: str, request: Request) -> ORJSONResponse:
+    async def put_regime(regime_id: str, request: Request) -> JsonResponse:
         body = await _json_body(request)
         regime = await _run(lambda: regime_from_body(body, regime_id))
         return await change_regime(regime_id, request, lambda _: regime, patch=False)
 
     @api.patch("/regimes/{regime_id}", dependencies=[write])
-    async def patch_regime(regime_id: str, request: Request) -> ORJSONResponse:
+    async def patch_regime(regime_id: str, request: Request) -> JsonResponse:
         body = await _json_body(request)
 
         def build(current: Regime | None) -> Regime:

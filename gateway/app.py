@@ -9,13 +9,13 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import admin_api, audit_api, audit_chain_api
-from gateway.asgi import ASGIApp, Receive, Scope, Send, openai_error
+from gateway.asgi import ASGIApp, JsonResponse, Receive, Scope, Send, openai_error
 from gateway.intake import RequestRejected, authenticate, new_request_id
 from gateway.proxy import INFERENCE_PATHS, InferenceProxy, UpstreamStreamBroken
 from gateway.routing.decide import decide
@@ -49,39 +49,37 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
         finally:
             await runtime.stop()
 
-    api = FastAPI(
-        title="Residency Gateway", lifespan=lifespan, default_response_class=ORJSONResponse
-    )
+    api = FastAPI(title="Residency Gateway", lifespan=lifespan, default_response_class=JsonResponse)
 
     @api.exception_handler(RequestRejected)
-    async def _rejected(_: Request, exc: RequestRejected) -> ORJSONResponse:
+    async def _rejected(_: Request, exc: RequestRejected) -> JsonResponse:
         body = openai_error(exc.message, "invalid_request_error", exc.code, param=exc.param)
-        return ORJSONResponse(body, status_code=exc.status)
+        return JsonResponse(body, status_code=exc.status)
 
     @api.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JsonResponse:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         body = openai_error(str(exc.detail), "invalid_request_error", code)
-        return ORJSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        return JsonResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     @api.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def _invalid(_: Request, exc: RequestValidationError) -> JsonResponse:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"] if p != "body")
         message = f"{where}: {first['msg']}" if where else str(first["msg"])
         given = first.get("input")
         if isinstance(given, str | int | float) and len(str(given)) <= 200:
             message += f" (got {given!r})"
-        return ORJSONResponse(openai_error(message, "invalid_request_error", "invalid_body"), 400)
+        return JsonResponse(openai_error(message, "invalid_request_error", "invalid_body"), 400)
 
     @api.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
     @api.get("/readyz")
-    async def readyz() -> ORJSONResponse:
+    async def readyz() -> JsonResponse:
         report = runtime.readiness()
-        return ORJSONResponse(report, status_code=200 if report["ready"] else 503)
+        return JsonResponse(report, status_code=200 if report["ready"] else 503)
 
     @api.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -124,7 +124,10 @@ def table(results: dict[str, Any]) -> str:
         ["stream chunk transit p50 ms"]
         + [_fmt(_get(results, "streaming", p, "chunk_transit_p50_ms")) for p in PATHS]
     )
-    rows.append(["failed (all runs)"] + [_fmt(_failed_of(results, p)) for p in PATHS])
+    rows.append(
+        ["errors / unfinished (all runs)"]
+        + [f"{_errors_of(results, p)} / {_unfinished_of(results, p)}" for p in PATHS]
+    )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     for extra in _extras(results):
@@ -136,12 +139,21 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _failed_of(results: dict[str, Any], path: str) -> int:
+def _errors_of(results: dict[str, Any], path: str) -> int:
+    """Failed responses: non-200 statuses, broken connections, broken streams."""
     return int(
-        (_get(results, "single_client", path, "failed") or 0)
-        + sum(r["failed"] for r in _get(results, "open_loop", path) or [])
+        (_get(results, "single_client", path, "errors") or 0)
+        + sum(r["errors"] for r in _get(results, "open_loop", path) or [])
         + (_get(results, "peak", path, "failed") or 0)
         + (_get(results, "streaming", path, "errors") or 0)
+    )
+
+
+def _unfinished_of(results: dict[str, Any], path: str) -> int:
+    """Requests not answered before the run's deadline (an overloaded server's backlog)."""
+    return int(
+        (_get(results, "single_client", path, "lost") or 0)
+        + sum(r["lost"] for r in _get(results, "open_loop", path) or [])
     )
 
 
