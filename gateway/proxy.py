@@ -10,17 +10,15 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from opentelemetry import trace
-from opentelemetry.propagate import extract, inject
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from gateway.asgi import RawHeaders, Receive, Scope, Send, openai_error, send_json
+from gateway.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
 from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
 from gateway.records import Attempt, routing_record
 from gateway.routing.decide import decide
 from gateway.routing.decision import Decision, Outcome
 from gateway.routing.snapshot import RoutingSnapshot
-from gateway.tracing import record_stage_spans, traceparent_of
+from gateway.tracing import RequestTrace
 from gateway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
@@ -92,32 +90,24 @@ class InferenceProxy:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        carrier = {
-            k.decode("latin-1"): v.decode("latin-1")
-            for k, v in scope["headers"]
-            if k in (b"traceparent", b"tracestate")
-        }
-        span = self._tracer.start_span(
-            "gateway.request",
-            context=extract(carrier) if carrier else None,
-            kind=SpanKind.SERVER,
-            attributes={"http.request.method": scope["method"], "url.path": scope["path"]},
+        span = self._tracer.start(
+            header(scope, b"traceparent"),
+            {"http.request.method": scope["method"], "url.path": scope["path"]},
         )
         try:
-            with trace.use_span(span, end_on_exit=False):
-                await self._handle(scope, receive, send, span, started)
+            await self._handle(scope, receive, send, span, started)
         finally:
             span.end()
 
     async def _handle(
-        self, scope: Scope, receive: Receive, send: Send, span: Span, started: float
+        self, scope: Scope, receive: Receive, send: Send, span: RequestTrace, started: float
     ) -> None:
         rt = self._rt
         snapshot = rt.snapshot
         request_id = new_request_id()
         headers: RawHeaders = [
             (b"x-residency-decision", request_id.encode()),
-            (b"traceparent", traceparent_of(span).encode()),
+            (b"traceparent", span.traceparent().encode()),
         ]
         try:
             if scope["method"] != "POST":
@@ -149,7 +139,7 @@ class InferenceProxy:
             return
         decided_at = time.time_ns()
         decision = decide(facts, snapshot)
-        record_stage_spans(self._tracer, decision, decided_at)
+        span.record_stages(decision, decided_at)
         span.set_attributes(
             {
                 "residency.decision_id": decision.id,
@@ -173,7 +163,7 @@ class InferenceProxy:
         outcome: Outcome,
         attempts: list[Attempt],
         headers: RawHeaders,
-        span: Span,
+        span: RequestTrace,
         started: float,
     ) -> None:
         error_type, code = _REFUSAL_TYPES[outcome]
@@ -221,7 +211,7 @@ class InferenceProxy:
         snapshot: RoutingSnapshot,
         body: bytes,
         headers: RawHeaders,
-        span: Span,
+        span: RequestTrace,
         started: float,
     ) -> None:
         rt = self._rt
@@ -245,18 +235,17 @@ class InferenceProxy:
             last = number == len(route)
             with (
                 rt.inflight.track(region_id),  # until the answer or stream ends: drain waits
-                self._tracer.start_as_current_span(
+                span.span(
                     "upstream.attempt",
-                    kind=SpanKind.CLIENT,
-                    attributes={"residency.region": region_id, "upstream.attempt": number},
+                    SpanKind.CLIENT,
+                    {"residency.region": region_id, "upstream.attempt": number},
                 ) as attempt_span,
             ):
-                carrier: dict[str, str] = {}
-                inject(carrier)
+                traceparent = ("traceparent", span.traceparent(attempt_span.span_id))
                 tried = time.perf_counter()
                 try:
                     response = await rt.upstream.send(
-                        region.base_url.rstrip("/") + path, [*forwarded, *carrier.items()], body
+                        region.base_url.rstrip("/") + path, [*forwarded, traceparent], body
                     )
                 except UpstreamError as exc:
                     attempts.append(Attempt(region_id, exc.kind.value, None, _ms(tried)))
@@ -334,7 +323,7 @@ class InferenceProxy:
         region_id: str,
         status: int,
         tried: float,
-        span: Span,
+        span: RequestTrace,
         started: float,
         recorded: list[bool],
     ) -> None:
@@ -351,11 +340,10 @@ class InferenceProxy:
         status: int,
         served: str | None,
         attempts: list[Attempt],
-        span: Span,
+        span: RequestTrace,
         started: float,
     ) -> None:
         """Log the decision; with strict durability, return once its record is fsynced."""
-        context = span.get_span_context()
         self._rt.metrics.requests.add(
             1,
             {
@@ -373,7 +361,7 @@ class InferenceProxy:
                 served_region=served,
                 attempts=attempts,
                 latency_ms=_ms(started),
-                trace_id=f"{context.trace_id:032x}" if context.is_valid else None,
+                trace_id=span.trace_id_hex,
                 client_ip_hmac=self._rt.pseudonymiser.pseudonymise(decision.facts.client_ip),
             )
         )

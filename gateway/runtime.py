@@ -10,9 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
-from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SpanExporter
-from opentelemetry.trace import Tracer
 
 from compliance.privacy import IpPseudonymiser
 from compliance.routing_log import RoutingLogWriter
@@ -28,7 +26,8 @@ from gateway.intake import FactsBuilder
 from gateway.metrics import GatewayMetrics, RuntimeGauges
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.settings import Settings
-from gateway.telemetry import TRACER_NAME, build_tracer_provider
+from gateway.telemetry import build_tracer_provider
+from gateway.tracing import DataPathTracer
 from gateway.upstream import AiohttpUpstream, UpstreamClient, UpstreamTimeouts
 from regions.geoip import GeoIpLocator, bundled_database_path
 from regions.health import HealthTracker, HealthView
@@ -58,8 +57,8 @@ class GatewayRuntime:
         self.locator = GeoIpLocator(settings.geoip_database or bundled_database_path())
         self.facts = FactsBuilder(self.locator, TrustedProxies(settings.trusted_proxies))
         self.pseudonymiser = IpPseudonymiser(hmac_key(settings))
-        self.tracer_provider: TracerProvider = build_tracer_provider(settings, span_exporter)
-        self.tracer: Tracer = self.tracer_provider.get_tracer(TRACER_NAME)
+        self.tracer_provider, processor = build_tracer_provider(settings, span_exporter)
+        self.tracer = DataPathTracer(self.tracer_provider, processor)
         self.upstream: UpstreamClient = upstream or AiohttpUpstream(
             UpstreamTimeouts(
                 connect=settings.upstream_connect_timeout,

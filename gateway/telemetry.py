@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 
 from gateway.settings import Settings
@@ -24,13 +24,16 @@ def _exporter(kind: str) -> SpanExporter | None:
 
 def build_tracer_provider(
     settings: Settings, exporter: SpanExporter | None = None
-) -> TracerProvider:
-    """A provider with the SDK's default sampler and a batching exporter.
+) -> tuple[TracerProvider, SpanProcessor | None]:
+    """A provider with the SDK's default sampler and a batching exporter, and that processor.
 
-    `exporter` overrides OTEL_TRACES_EXPORTER (tests pass an in-memory exporter).
+    `exporter` overrides OTEL_TRACES_EXPORTER (tests pass an in-memory exporter). Without an
+    exporter there is no processor: spans have ids (for propagation) but are not built.
     """
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: settings.otel_service_name}))
     chosen = exporter or _exporter(settings.otel_traces_exporter)
-    if chosen is not None:
-        provider.add_span_processor(BatchSpanProcessor(chosen, schedule_delay_millis=500))
-    return provider
+    if chosen is None:
+        return provider, None
+    processor = BatchSpanProcessor(chosen, schedule_delay_millis=500)
+    provider.add_span_processor(processor)
+    return provider, processor

@@ -197,7 +197,7 @@ def _extras(results: dict[str, Any]) -> list[str]:
             )
         )
     memory = results.get("memory")
-    if memory:
+    if memory and "rss_after_mib" in memory:
         out.append(
             f"gateway RSS: {memory['rss_before_mib']} MiB -> {memory['rss_after_mib']} MiB over "
             f"{memory['requests']:,} requests ({_fmt(memory['growth_pct'], 2)}%)"
