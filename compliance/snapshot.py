@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime
@@ -19,6 +20,7 @@ Ranking = tuple[tuple[Region, float], ...]
 """Allowed regions with their distance in km from the request's origin, nearest first."""
 
 
+@functools.lru_cache(maxsize=4096)
 def hash_api_key(api_key: str) -> str:
     """SHA-256 of an API key: keys are random and long, so a plain hash stores them safely."""
     return hashlib.sha256(api_key.encode("utf-8")).hexdigest()

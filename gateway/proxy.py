@@ -344,13 +344,8 @@ class InferenceProxy:
         started: float,
     ) -> None:
         """Log the decision; with strict durability, return once its record is fsynced."""
-        self._rt.metrics.requests.add(
-            1,
-            {
-                "region": served or "none",
-                "tenant": decision.facts.tenant_id or "none",
-                "outcome": outcome.value,
-            },
+        self._rt.metrics.count_request(
+            served or "none", decision.facts.tenant_id or "none", outcome.value
         )
         self._rt.metrics.decision_duration.record(sum(decision.stage_ns) / 1e9)
         await self._rt.routing_log.record(
