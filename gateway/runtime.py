@@ -29,12 +29,24 @@ from gateway.settings import Settings
 from gateway.telemetry import build_tracer_provider
 from gateway.tracing import DataPathTracer
 from gateway.upstream import AiohttpUpstream, UpstreamClient, UpstreamTimeouts
+from gateway.upstream_h1 import H1Upstream
 from regions.geoip import GeoIpLocator, bundled_database_path
 from regions.health import HealthTracker, HealthView
 from regions.prober import HealthProber
 
 logger = logging.getLogger(__name__)
 REJECTED_RECORDS_FILE = "routing-log-rejected.jsonl"
+
+
+def _upstream_client(settings: Settings) -> UpstreamClient:
+    timeouts = UpstreamTimeouts(
+        connect=settings.upstream_connect_timeout,
+        first_byte=settings.upstream_first_byte_timeout,
+        read=settings.upstream_read_timeout,
+    )
+    if settings.upstream_client == "aiohttp":
+        return AiohttpUpstream(timeouts, settings.upstream_max_connections)
+    return H1Upstream(timeouts)
 
 
 class GatewayRuntime:
@@ -59,14 +71,7 @@ class GatewayRuntime:
         self.pseudonymiser = IpPseudonymiser(hmac_key(settings))
         self.tracer_provider, processor = build_tracer_provider(settings, span_exporter)
         self.tracer = DataPathTracer(self.tracer_provider, processor)
-        self.upstream: UpstreamClient = upstream or AiohttpUpstream(
-            UpstreamTimeouts(
-                connect=settings.upstream_connect_timeout,
-                first_byte=settings.upstream_first_byte_timeout,
-                read=settings.upstream_read_timeout,
-            ),
-            settings.upstream_max_connections,
-        )
+        self.upstream: UpstreamClient = upstream or _upstream_client(settings)
         self.metrics = GatewayMetrics(
             settings.otel_service_name,
             RuntimeGauges(

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
         60.0, gt=0, description="seconds to wait for response headers before failing over"
     )
     upstream_read_timeout: float = Field(120.0, gt=0, description="max gap between body chunks")
+    upstream_client: Literal["h1", "aiohttp"] = Field(
+        "h1", description="upstream HTTP client: h1 (lean, httptools) or aiohttp"
+    )
     upstream_max_connections: int = Field(1024, ge=1, description="pooled upstream connections")
     max_attempts: int = Field(
         3, ge=1, le=10, description="regions tried per request, all within the allowed set"

@@ -26,7 +26,7 @@ HOP_BY_HOP = frozenset(
     }
 )
 _REPLACED_BY_SERVER = frozenset({b"date", b"server"})
-_DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | _REPLACED_BY_SERVER
+DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | _REPLACED_BY_SERVER
 
 
 class FailureKind(StrEnum):
@@ -104,7 +104,7 @@ class _AiohttpResponse:
         self._headers = [
             (k.lower(), v)
             for k, v in response.raw_headers
-            if k.lower() not in _DROPPED_RESPONSE_HEADERS
+            if k.lower() not in DROPPED_RESPONSE_HEADERS
         ]
 
     @property
