@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -15,11 +12,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from gateway.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
 from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
 from gateway.records import Attempt, routing_record
+from gateway.relay import ClientDisconnected, declared_length, read_body, relay_watching
 from gateway.routing.decide import decide
 from gateway.routing.decision import Decision, Outcome
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.tracing import RequestTrace
-from gateway.upstream import UpstreamError, UpstreamResponse
+from gateway.upstream import UpstreamError
 
 if TYPE_CHECKING:
     from gateway.runtime import GatewayRuntime
@@ -38,47 +36,12 @@ _REFUSAL_TYPES = {
 }
 
 
-class ClientDisconnected(Exception):
-    """The client went away while a streamed answer was being relayed."""
-
-
 class UpstreamStreamBroken(Exception):
     """A region broke off after bytes reached the client: the connection is aborted."""
 
 
 class _ClientCarrier(dict[str, str]):
     """W3C trace context carrier read from ASGI headers."""
-
-
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """Read the whole request body, refusing more than `limit` bytes with 413."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise RequestRejected(
-                400, "client disconnected before sending the body", "disconnected"
-            )
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise RequestRejected(
-                413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
-def _declared_length(scope: Scope) -> int | None:
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 class InferenceProxy:
@@ -114,7 +77,7 @@ class InferenceProxy:
                 raise RequestRejected(
                     405, f"{scope['path']} accepts POST only", "method_not_allowed"
                 )
-            declared = _declared_length(scope)
+            declared = declared_length(scope)
             if declared is not None and declared > rt.settings.max_body_bytes:
                 raise RequestRejected(
                     413,
@@ -276,7 +239,7 @@ class InferenceProxy:
                         started,
                         recorded,
                     )
-                    first_chunk_at = await _relay_watching(receive, send, response, headers, served)
+                    first_chunk_at = await relay_watching(receive, send, response, headers, served)
                 except ClientDisconnected:
                     attempt_span.set_attribute("upstream.outcome", "client_disconnected")
                     if not recorded:
@@ -364,75 +327,3 @@ class InferenceProxy:
 
 def _ms(since: float) -> float:
     return (time.perf_counter() - since) * 1000.0
-
-
-async def _relay(
-    send: Send,
-    response: UpstreamResponse,
-    headers: RawHeaders,
-    before_end: Callable[[], Awaitable[None]],
-) -> float:
-    """Pass status, headers and body chunks through as they arrive, unbuffered.
-
-    `before_end` runs before the message completing the body (the routing record is made
-    durable there: no client holds a complete answer whose record could still be lost).
-    Returns when the first body chunk arrived (perf_counter seconds).
-    """
-    length = next((int(v) for k, v in response.headers if k == b"content-length"), None)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": [*response.headers, *headers],
-        }
-    )
-    sent = 0
-    first_chunk_at = 0.0
-    while chunk := await response.read():
-        if not sent:
-            first_chunk_at = time.perf_counter()
-        sent += len(chunk)
-        if sent == length:  # the known last chunk closes the response in one message
-            await before_end()
-            await send({"type": "http.response.body", "body": chunk, "more_body": False})
-            return first_chunk_at
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await before_end()
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
-    return first_chunk_at or time.perf_counter()
-
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-async def _relay_watching(
-    receive: Receive,
-    send: Send,
-    response: UpstreamResponse,
-    headers: RawHeaders,
-    before_end: Callable[[], Awaitable[None]],
-) -> float:
-    """_relay, but a streamed answer stops (and the region is let go) when the client leaves.
-
-    Answers with a known length are short and relayed directly; streams race a disconnect
-    watcher, since the ASGI server drops writes to a closed connection silently.
-    """
-    if any(k == b"content-length" for k, _ in response.headers):
-        return await _relay(send, response, headers, before_end)
-    relay = asyncio.ensure_future(_relay(send, response, headers, before_end))
-    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-    try:
-        await asyncio.wait((relay, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        relay.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if relay.done():
-        return relay.result()
-    relay.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await relay
-    raise ClientDisconnected

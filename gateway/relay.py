@@ -1,0 +1,119 @@
+"""Relaying a region's answer to the client: unbuffered, durable before the end, abandonable."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+
+from gateway.asgi import RawHeaders, Receive, Scope, Send
+from gateway.intake import RequestRejected
+from gateway.upstream import UpstreamResponse
+
+
+class ClientDisconnected(Exception):
+    """The client went away while a streamed answer was being relayed."""
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    """Read the whole request body, refusing more than `limit` bytes with 413."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise RequestRejected(
+                400, "client disconnected before sending the body", "disconnected"
+            )
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise RequestRejected(
+                413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
+            )
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def declared_length(scope: Scope) -> int | None:
+    for key, value in scope["headers"]:
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+async def relay(
+    send: Send,
+    response: UpstreamResponse,
+    headers: RawHeaders,
+    before_end: Callable[[], Awaitable[None]],
+) -> float:
+    """Pass status, headers and body chunks through as they arrive, unbuffered.
+
+    `before_end` runs before the message completing the body (the routing record is made
+    durable there: no client holds a complete answer whose record could still be lost).
+    Returns when the first body chunk arrived (perf_counter seconds).
+    """
+    length = next((int(v) for k, v in response.headers if k == b"content-length"), None)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [*response.headers, *headers],
+        }
+    )
+    sent = 0
+    first_chunk_at = 0.0
+    while chunk := await response.read():
+        if not sent:
+            first_chunk_at = time.perf_counter()
+        sent += len(chunk)
+        if sent == length:  # the known last chunk closes the response in one message
+            await before_end()
+            await send({"type": "http.response.body", "body": chunk, "more_body": False})
+            return first_chunk_at
+        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    await before_end()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    return first_chunk_at or time.perf_counter()
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+async def relay_watching(
+    receive: Receive,
+    send: Send,
+    response: UpstreamResponse,
+    headers: RawHeaders,
+    before_end: Callable[[], Awaitable[None]],
+) -> float:
+    """relay(), but a streamed answer stops (and the region is let go) when the client leaves.
+
+    Answers with a known length are short and relayed directly; streams race a disconnect
+    watcher, since the ASGI server drops writes to a closed connection silently.
+    """
+    if any(k == b"content-length" for k, _ in response.headers):
+        return await relay(send, response, headers, before_end)
+    relaying = asyncio.ensure_future(relay(send, response, headers, before_end))
+    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
+    try:
+        await asyncio.wait((relaying, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        relaying.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if relaying.done():
+        return relaying.result()
+    relaying.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await relaying
+    raise ClientDisconnected
