@@ -6,7 +6,8 @@ several from Python with :class:`SimulatorFleet`, or in-process with :func:`crea
 
 from regions.simulator.config import DEFAULT_MODELS, Behaviour, SimulatorConfig
 from regions.simulator.fleet import SimulatorFleet, SimulatorSpec, SimulatorStartError, free_port
-from regions.simulator.server import STATE_KEY, SimulatorState, create_app
+from regions.simulator.server import create_app
+from regions.simulator.state import STATE_KEY, SimulatorState
 
 __all__ = [
     "DEFAULT_MODELS",
