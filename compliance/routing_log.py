@@ -6,6 +6,12 @@ safe. `relaxed`: `record()` returns at once. Either way the database gets each r
 once: a background task reads durable records back from the spool, stores them (skipping any
 the database already has, e.g. after a crash between store and acknowledgement) and
 acknowledges them; records are kept while the database is down and replayed after a restart.
+
+Cost per record is what limits a one-core gateway, so each record is encoded once, on the
+event loop, into canonical bytes (compliance.audit.record_codec) that go unchanged through the
+spool into the database and its hash; and the storing task writes one transaction per
+`batch_size` records or per `linger` seconds, whichever comes first, so under load a
+transaction carries hundreds of records (fsync flushes in between do not wake it).
 """
 
 from __future__ import annotations
@@ -14,11 +20,10 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
-import orjson
-
+from compliance.audit import record_codec
+from compliance.audit.record_codec import Encoded
 from compliance.audit.spool import Position, Spool, SpoolError
 from compliance.store.errors import StoreUnavailable
 
@@ -26,7 +31,6 @@ logger = logging.getLogger(__name__)
 
 Record = Mapping[str, Any]
 Durability = Literal["strict", "relaxed"]
-_TIMESTAMPS = ("decided_at",)
 
 
 class RoutingLogSink(Protocol):
@@ -34,6 +38,15 @@ class RoutingLogSink(Protocol):
 
     def append_batch(self, records: Sequence[Record], *, skip_existing: bool = False) -> int:
         """Persist all records in one transaction (leaving out stored ones) or raise."""
+        ...
+
+
+@runtime_checkable
+class EncodedSink(Protocol):
+    """A sink that stores `record_codec` payloads as they are (RoutingLogStore)."""
+
+    def append_encoded(self, items: Sequence[Encoded], *, skip_existing: bool = False) -> int:
+        """Persist all items in one transaction (leaving out stored ones) or raise."""
         ...
 
 
@@ -62,25 +75,35 @@ def _log_poison(record: Record, error: str) -> None:
 
 
 def encode(record: Record) -> bytes:
-    """A record as spool bytes (JSON; timestamps ISO 8601)."""
-    return orjson.dumps(record)
+    """A record as spool bytes: canonical, ready to hash and store (record_codec); a record
+    that is not valid is spooled as plain JSON, for the store to reject with its reason."""
+    try:
+        return record_codec.encode_record(record)
+    except (TypeError, ValueError):
+        return record_codec.legacy_payload(record)
 
 
 def decode(payload: bytes) -> dict[str, Any]:
-    """The record `encode` wrote."""
-    record: dict[str, Any] = orjson.loads(payload)
-    for name in _TIMESTAMPS:
-        if isinstance(record.get(name), str):
-            record[name] = datetime.fromisoformat(record[name])
-    return record
+    """The record `encode` wrote (timestamps as datetimes)."""
+    return record_codec.decode(payload)
+
+
+def _readable(payload: bytes) -> Record:
+    """A spooled record for an error report, however damaged."""
+    try:
+        return decode(payload)
+    except ValueError:
+        return {"spool_payload": payload.decode("utf-8", "replace")}
 
 
 class RoutingLogWriter:
     """Spool first, database second (see the module docstring).
 
-    A failed database write is retried with back-off (records stay in the spool); a batch the
-    store rejects for its content is retried record by record and a record that still fails
-    goes to `on_poison`, so one bad record cannot block the log.
+    `batch_size` is the most records one database transaction stores; a transaction starts
+    when that many are durable or `linger` seconds after the previous one (at once while a
+    backlog remains). A failed database write is retried with back-off (records stay in the
+    spool); a batch the store rejects for its content is retried record by record and a record
+    that still fails goes to `on_poison`, so one bad record cannot block the log.
     """
 
     def __init__(
@@ -91,7 +114,7 @@ class RoutingLogWriter:
         durability: Durability = "strict",
         batch_size: int = 512,
         retry_max: float = 5.0,
-        linger: float = 0.01,
+        linger: float = 0.05,
         on_poison: PoisonHandler = _log_poison,
         jobs: Sequence[PeriodicJob] = (),
         job_interval: float = 1.0,
@@ -107,6 +130,7 @@ class RoutingLogWriter:
         self._job_interval = job_interval
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._wakeup = asyncio.Event()
+        self._wake_at = 1  # durable count at which a flush wakes the storing task
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
         self._adopter: asyncio.Task[None] | None = None
@@ -186,12 +210,14 @@ class RoutingLogWriter:
                 future.set_result(None)
             else:
                 future.set_exception(SpoolError(f"audit spool write failed: {error}"))
-        self._wakeup.set()
+        if count >= self._wake_at:  # not per flush: the storing task waits for a batch
+            self._wakeup.set()
 
     async def _run(self) -> None:
         delay = 0.05
         while True:
             closing = self._closing  # then this drain sees all records (close() flushes first)
+            seen = self._spool.durable_count  # this drain reads at least these
             try:
                 stored = await asyncio.to_thread(self._drain_once)
             except Exception as exc:  # records stay in the spool; the store may come back
@@ -209,22 +235,32 @@ class RoutingLogWriter:
             if stored:
                 self.last_error = None
                 await self._run_jobs(stored)
-                continue
-            if closing:
+                if stored >= self._batch_size:
+                    continue  # a backlog: store the next batch at once
+            elif closing:
                 return
             if self._closing:
                 continue  # close() began during this drain: one more
-            await self._idle()
+            if not stored and not await self._wait(seen + 1, self._job_interval):
+                await self._run_jobs(0)
+                continue
+            await self._wait(seen + self._batch_size, self._linger)  # let a batch gather
 
-    async def _idle(self) -> None:
+    async def _wait(self, durable: int, seconds: float) -> bool:
+        """Wait until `durable` records of this process are fsynced, close() is called or
+        `seconds` pass (False). So one database transaction carries every record spooled
+        meanwhile, and the flushes in between do not wake this task."""
+        if self._closing or self._spool.durable_count >= durable:
+            return True
         self._wakeup.clear()
+        self._wake_at = durable
         try:
-            await asyncio.wait_for(self._wakeup.wait(), self._job_interval)
+            await asyncio.wait_for(self._wakeup.wait(), seconds)
         except TimeoutError:
-            await self._run_jobs(0)
-            return
-        if not self._closing:
-            await asyncio.sleep(self._linger)  # let a batch gather under load
+            return False
+        finally:
+            self._wake_at = 1 << 62
+        return True
 
     async def _run_jobs(self, stored: int) -> None:
         for job in self._jobs:
@@ -251,30 +287,50 @@ class RoutingLogWriter:
         payloads, after = spool.read(position, self._batch_size)
         if not payloads:
             return 0, position
+        sink = self._sink
+        if isinstance(sink, EncodedSink):
+            self.written += self._write(sink.append_encoded, self._parsed(payloads))
+        else:
+            self.written += self._write(sink.append_batch, self._decoded(payloads))
+        spool.acknowledge(after, len(payloads))
+        return len(payloads), after
+
+    def _parsed(self, payloads: list[bytes]) -> list[Encoded]:
+        items: list[Encoded] = []
+        for payload in payloads:
+            try:
+                items.append(record_codec.parse(payload))
+            except ValueError as exc:
+                self._on_poison(_readable(payload), str(exc))
+        return items
+
+    def _decoded(self, payloads: list[bytes]) -> list[Record]:
         records: list[Record] = []
         for payload in payloads:
             try:
                 records.append(decode(payload))
             except ValueError as exc:
-                self._on_poison({"spool_payload": payload.decode("utf-8", "replace")}, str(exc))
-        self.written += self._write(records)
-        spool.acknowledge(after, len(payloads))
-        return len(payloads), after
+                self._on_poison(_readable(payload), str(exc))
+        return records
 
-    def _write(self, batch: list[Record]) -> int:
+    def _write(self, append: Callable[..., int], batch: Sequence[Any]) -> int:
+        """`append(batch)`; if the store refuses it for its content, record by record."""
+        if not batch:
+            return 0
         try:
-            return self._sink.append_batch(batch, skip_existing=True)
+            return append(batch, skip_existing=True)
         except StoreUnavailable:
             raise
         except Exception:
             pass
         written = 0
-        for record in batch:  # isolate the record(s) the store refuses
+        for item in batch:  # isolate the record(s) the store refuses
             try:
-                written += self._sink.append_batch([record], skip_existing=True)
+                written += append([item], skip_existing=True)
             except StoreUnavailable:
                 raise
             except Exception as exc:
+                record = _readable(item.payload) if isinstance(item, Encoded) else item
                 self._on_poison(record, f"{type(exc).__name__}: {exc}")
         return written
 

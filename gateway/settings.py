@@ -86,7 +86,12 @@ class Settings(BaseSettings):
     audit_hmac_key: SecretStr | None = Field(
         None, description="key for client-IP HMACs; default: a random key kept in data_dir"
     )
-    routing_log_batch_size: int = Field(512, ge=1, description="routing records per database write")
+    routing_log_batch_size: int = Field(
+        512,
+        ge=1,
+        description="most routing records per database transaction (one is written when this "
+        "many are spooled, else every 50 ms)",
+    )
     audit_durability: Literal["strict", "relaxed"] = Field(
         "strict",
         description="strict: a response completes only once its routing record is fsynced",

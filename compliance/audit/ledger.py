@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Connection, Table, insert, select, update
+from sqlalchemy import JSON, Column, Connection, Table, insert
 from sqlalchemy.dialects import postgresql, sqlite
 
 from compliance.audit.canonical import (
@@ -53,22 +53,30 @@ def _ensure_head_row(conn: Connection) -> None:
         conn.execute(insert(audit_chain_head).values(row))
 
 
+# Plain SQL for the statements run once per append: building them with SQLAlchemy Core costs
+# more than the database does (they run for every batch of routing records).
+_HEAD_SQL = f"SELECT seq, record_hash FROM {audit_chain_head.name} WHERE id = 1"
+
+
+def placeholder(conn: Connection) -> str:
+    """The driver's positional parameter marker (sqlite3: ?, psycopg: %s)."""
+    return "?" if conn.dialect.paramstyle == "qmark" else "%s"
+
+
 def read_head(conn: Connection, *, lock: bool = False) -> ChainHead:
     """The chain head; `lock=True` holds its row lock until the transaction ends.
 
     A missing head row is created when locking, and read as the empty chain otherwise.
     """
-    query = select(audit_chain_head.c.seq, audit_chain_head.c.record_hash).where(
-        audit_chain_head.c.id == 1
-    )
+    query = _HEAD_SQL
     if lock and conn.dialect.name == "postgresql":
-        query = query.with_for_update()
-    row = conn.execute(query).first()
+        query += " FOR UPDATE"
+    row = conn.exec_driver_sql(query).first()
     if row is None:
         if not lock:
             return ChainHead(0, GENESIS_HASH)
         _ensure_head_row(conn)
-        row = conn.execute(query).first()
+        row = conn.exec_driver_sql(query).first()
         assert row is not None
     return ChainHead(int(row[0]), str(row[1]))
 
@@ -80,11 +88,17 @@ def lock_head(conn: Connection) -> ChainHead:
 
 def set_head(conn: Connection, head: ChainHead) -> None:
     """Move the head (the caller holds the lock)."""
-    conn.execute(
-        update(audit_chain_head)
-        .where(audit_chain_head.c.id == 1)
-        .values(seq=head.seq, record_hash=head.record_hash, updated_at=datetime.now(UTC))
+    now = datetime.now(UTC)
+    mark = placeholder(conn)
+    conn.exec_driver_sql(
+        f"UPDATE {audit_chain_head.name} SET seq = {mark}, record_hash = {mark}, "
+        f"updated_at = {mark} WHERE id = 1",
+        (head.seq, head.record_hash, sqlite_timestamp(now) if _is_sqlite(conn) else now),
     )
+
+
+def _is_sqlite(conn: Connection) -> bool:
+    return conn.dialect.name == "sqlite"
 
 
 def chain_rows(

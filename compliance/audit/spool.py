@@ -194,7 +194,8 @@ class Spool:
             self._queue.append(data)
             self._appended += 1
             number = self._appended
-            self._wakeup.notify()
+            if len(self._queue) == 1:  # else the writer thread is busy and will see it
+                self._wakeup.notify()
         return number
 
     def _run(self) -> None:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from compliance.audit.canonical import Kind
-from compliance.audit.ledger import append_entries
+from compliance.audit.canonical import DECISION_FIELDS
+from compliance.audit.decision_append import append_decisions
+from compliance.audit.ledger import placeholder
+from compliance.audit.record_codec import Encoded, encode_record
 from compliance.store.engine import BEGIN_OPTION, create_store_engine
 from compliance.store.errors import StoreError, StoreUnavailable, translate_errors
 from compliance.store.schema import routing_decisions
@@ -23,43 +24,32 @@ COLUMNS: tuple[str, ...] = tuple(
 )
 """Keys a record may carry (every column except `seq` and the chain columns, assigned here)."""
 
-_REQUIRED = frozenset({"decision_id", "decided_at", "outcome", "status_code"})
-_EMPTY_LISTS = frozenset({"attempts", "jurisdictions", "regimes", "reasons"})
+assert set(COLUMNS) == set(DECISION_FIELDS), "record_codec must encode every column"
 
 
-def _without_logged(conn: Connection, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows whose decision_id is neither logged yet nor repeated earlier in `rows`."""
-    ids = routing_decisions.c.decision_id
-    logged = set(
-        conn.execute(select(ids).where(ids.in_([r["decision_id"] for r in rows]))).scalars()
-    )
+def _logged(conn: Connection, decision_ids: list[str]) -> set[str]:
+    """Those of `decision_ids` already in the log (plain SQL: this runs for every batch)."""
+    marks = ", ".join([placeholder(conn)] * len(decision_ids))
+    query = f"SELECT decision_id FROM {routing_decisions.name} WHERE decision_id IN ({marks})"
+    return {row[0] for row in conn.exec_driver_sql(query, tuple(decision_ids))}
+
+
+def _fresh(conn: Connection, items: Sequence[Encoded]) -> list[Encoded]:
+    """Items whose decision_id is neither logged yet nor repeated earlier in `items`."""
+    logged = _logged(conn, [i.decision_id for i in items])
     fresh = []
-    for row in rows:
-        if row["decision_id"] not in logged:
-            logged.add(row["decision_id"])
-            fresh.append(row)
+    for item in items:
+        if item.decision_id not in logged:
+            logged.add(item.decision_id)
+            fresh.append(item)
     return fresh
 
 
-def _normalise(index: int, record: Mapping[str, Any]) -> dict[str, Any]:
-    unknown = sorted(set(record) - set(COLUMNS))
-    if unknown:
-        raise ValueError(f"records[{index}]: unknown columns {unknown}")
-    missing = sorted(_REQUIRED - set(record))
-    if missing:
-        raise ValueError(f"records[{index}]: missing {missing}")
-    decided_at = record["decided_at"]
-    if not isinstance(decided_at, datetime) or decided_at.tzinfo is None:
-        raise ValueError(f"records[{index}].decided_at: must be a timezone-aware datetime")
-    row: dict[str, Any] = {}
-    for column in COLUMNS:
-        value = record.get(column)
-        if value is None and column in _EMPTY_LISTS:
-            value = []
-        elif value is None and column == "explanation":
-            value = {}
-        row[column] = value
-    return row
+def _encoded(index: int, record: Mapping[str, Any]) -> Encoded:
+    try:
+        return Encoded(encode_record(record))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"records[{index}]: {exc}") from None
 
 
 class RoutingLogStore:
@@ -94,14 +84,17 @@ class RoutingLogStore:
         duplicate `decision_id` raises StoreError, or with `skip_existing` (replaying a spool)
         the records already logged are left out. Returns how many records were written.
         """
-        rows = [_normalise(i, r) for i, r in enumerate(records)]
-        if not rows:
+        return self.append_encoded(
+            [_encoded(i, r) for i, r in enumerate(records)], skip_existing=skip_existing
+        )
+
+    def append_encoded(self, items: Sequence[Encoded], *, skip_existing: bool = False) -> int:
+        """`append_batch` for records already encoded by `record_codec` (and so checked):
+        the routing log writer's path, with no re-serialisation."""
+        if not items:
             return 0
         with self._transaction(write=True) as conn:
-            if skip_existing:
-                rows = _without_logged(conn, rows)
-            append_entries(conn, Kind.DECISION, rows)
-        return len(rows)
+            return append_decisions(conn, _fresh(conn, items) if skip_existing else items)
 
     def count(self) -> int:
         """Number of logged decisions."""
