@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from sqlalchemy import Engine, insert, select, update
+from sqlalchemy import insert, select, update
 
-from compliance.store.engine import create_store_engine
+from compliance.store.base import EngineStore
 from compliance.store.errors import StoreError, translate_errors
 from compliance.store.schema import access_tokens
 
@@ -38,17 +38,8 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
-class AccessStore:
+class AccessStore(EngineStore):
     """Create, look up and revoke operator tokens."""
-
-    def __init__(self, database: str | Engine) -> None:
-        self._owns_engine = not isinstance(database, Engine)
-        self.engine = create_store_engine(database) if isinstance(database, str) else database
-
-    def close(self) -> None:
-        """Release pooled connections (only if this store created the engine)."""
-        if self._owns_engine:
-            self.engine.dispose()
 
     def create(self, name: str, role: Role) -> str:
         """Create a token; returns the plaintext once (it is never stored)."""

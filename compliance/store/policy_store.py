@@ -8,21 +8,20 @@ PolicySnapshot) cross this module's boundary, never rows.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from compliance.jurisdictions import DATA_CLASS_DESCRIPTIONS, DataClass
 from compliance.model import Regime, Tenant
 from compliance.snapshot import PolicySnapshot, hash_api_key
 from compliance.store import rows, schema
+from compliance.store.base import EngineStore
 from compliance.store.change_feed import POLICY_CHANNEL
-from compliance.store.engine import BEGIN_OPTION, create_store_engine
-from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable, translate_errors
+from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable
 from compliance.store.policy_history import record_version
 from regions.catalog import Region, RegionStatus
 
@@ -49,48 +48,24 @@ def _upsert(conn: Connection, table: Table, row: Mapping[str, Any], key: str) ->
         conn.execute(insert(table).values(dict(row)))
 
 
-class PolicyStore:
+class PolicyStore(EngineStore):
     """Regimes, regions and tenants in a SQL database (SQLite or PostgreSQL).
 
     Database errors surface as StoreUnavailable (cannot reach or use the database) or
     StoreError (a constraint refused the change; NotFoundError for a missing region).
     """
 
-    def __init__(self, database: str | Engine) -> None:
-        """Wrap an engine, or create one (WAL and busy timeout for SQLite) from a URL."""
-        self._owns_engine = not isinstance(database, Engine)
-        self.engine = create_store_engine(database) if isinstance(database, str) else database
-
-    def close(self) -> None:
-        """Release pooled connections (only if this store created the engine)."""
-        if self._owns_engine:
-            self.engine.dispose()
-
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Connection]:
-        with translate_errors(), self.engine.connect() as conn:
-            if conn.dialect.name == "sqlite":
-                conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE" if write else "BEGIN"})
-            elif not write and conn.dialect.name == "postgresql":
-                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-            with conn.begin():
-                yield conn
-
-    def transaction(self, *, write: bool) -> AbstractContextManager[Connection]:
-        """One transaction (writers serialised on SQLite), errors translated to Store*."""
-        return self._transaction(write=write)
-
     # -- reads ---------------------------------------------------------------------------------
 
     def current_version(self) -> int:
         """The policy version (0 before the database is seeded)."""
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             version = conn.execute(select(schema.policy_version.c.version)).scalar()
         return int(version or 0)
 
     def load_snapshot(self) -> PolicySnapshot:
         """Everything, read in one transaction, as an immutable snapshot."""
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             pv = schema.policy_version
             head = conn.execute(select(pv.c.version, pv.c.label)).first()
             rule_rows = conn.execute(
@@ -161,7 +136,7 @@ class PolicyStore:
         "Empty" means no regimes. Regions, tenants and data classes that already exist are kept.
         Tenant API keys are taken from `Tenant.api_key_hashes`.
         """
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             if conn.dialect.name == "postgresql":
                 conn.execute(select(func.pg_advisory_xact_lock(_SEED_LOCK_KEY)))
             if conn.execute(select(func.count()).select_from(schema.regimes)).scalar_one():
@@ -202,13 +177,13 @@ class PolicyStore:
 
     def upsert_region(self, region: Region) -> int:
         """Create or replace a region; returns the new policy version."""
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             _upsert(conn, schema.regions, rows.region_row(region, _now()), "id")
             return self.bump_version(conn)
 
     def delete_region(self, region_id: str) -> int:
         """Delete a region; returns the new policy version. NotFoundError if there is none."""
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             table = schema.regions
             if conn.execute(delete(table).where(table.c.id == region_id)).rowcount == 0:
                 raise NotFoundError(f"no region {region_id!r}")
@@ -217,7 +192,7 @@ class PolicyStore:
     def set_region_status(self, region_id: str, status: RegionStatus | str) -> int:
         """Set a region's status; returns the new policy version. NotFoundError if unknown."""
         value = RegionStatus(status).value
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             table = schema.regions
             result = conn.execute(
                 update(table).where(table.c.id == region_id).values(status=value, updated_at=_now())
@@ -235,7 +210,7 @@ class PolicyStore:
         keys as they are (`tenant.api_key_hashes` is not consulted). A key already owned by
         another tenant raises StoreError.
         """
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             _upsert(conn, schema.tenants, rows.tenant_row(tenant), "id")
             if api_keys is not None:
                 self._replace_keys(conn, tenant.id, {hash_api_key(k) for k in api_keys}, key_label)
@@ -246,7 +221,7 @@ class PolicyStore:
         strays = [r.id for r in regime.rules if r.regime_id != regime.id]
         if strays:
             raise ValueError(f"rules {strays} do not belong to regime {regime.id!r}")
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             table = schema.regimes
             position = conn.execute(
                 select(table.c.position).where(table.c.id == regime.id)

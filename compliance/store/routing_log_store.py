@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, select
+from sqlalchemy import Connection, func, select
 
 from compliance.audit.canonical import DECISION_FIELDS
 from compliance.audit.decision_append import append_decisions
 from compliance.audit.ledger import placeholder
 from compliance.audit.record_codec import Encoded, encode_record
-from compliance.store.engine import BEGIN_OPTION, create_store_engine
-from compliance.store.errors import StoreError, StoreUnavailable, translate_errors
+from compliance.store.base import EngineStore
+from compliance.store.errors import StoreError, StoreUnavailable
 from compliance.store.schema import routing_decisions
 
 __all__ = ["COLUMNS", "RoutingLogStore", "StoreError", "StoreUnavailable"]
@@ -52,26 +51,8 @@ def _encoded(index: int, record: Mapping[str, Any]) -> Encoded:
         raise ValueError(f"records[{index}]: {exc}") from None
 
 
-class RoutingLogStore:
+class RoutingLogStore(EngineStore):
     """Append-only access to `routing_decisions`; StoreUnavailable if the database is down."""
-
-    def __init__(self, database: str | Engine) -> None:
-        """Use an existing engine (e.g. PolicyStore.engine), or create one from a URL."""
-        self._owns_engine = not isinstance(database, Engine)
-        self.engine = create_store_engine(database) if isinstance(database, str) else database
-
-    def close(self) -> None:
-        """Release pooled connections (only if this store created the engine)."""
-        if self._owns_engine:
-            self.engine.dispose()
-
-    @contextmanager
-    def _transaction(self, *, write: bool) -> Iterator[Connection]:
-        with translate_errors(), self.engine.connect() as conn:
-            if conn.dialect.name == "sqlite":
-                conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE" if write else "BEGIN"})
-            with conn.begin():
-                yield conn
 
     def append_batch(
         self, records: Sequence[Mapping[str, Any]], *, skip_existing: bool = False
@@ -93,19 +74,19 @@ class RoutingLogStore:
         the routing log writer's path, with no re-serialisation."""
         if not items:
             return 0
-        with self._transaction(write=True) as conn:
+        with self.transaction(write=True) as conn:
             return append_decisions(conn, _fresh(conn, items) if skip_existing else items)
 
     def count(self) -> int:
         """Number of logged decisions."""
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             return int(
                 conn.execute(select(func.count()).select_from(routing_decisions)).scalar_one()
             )
 
     def get(self, decision_id: str) -> dict[str, Any] | None:
         """One decision (every column, `seq` included), or None."""
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             row = (
                 conn.execute(
                     select(routing_decisions).where(routing_decisions.c.decision_id == decision_id)
@@ -117,7 +98,7 @@ class RoutingLogStore:
 
     def recent(self, limit: int = 100) -> list[dict[str, Any]]:
         """The latest `limit` decisions, newest first (by insertion order)."""
-        with self._transaction(write=False) as conn:
+        with self.transaction(write=False) as conn:
             result = conn.execute(
                 select(routing_decisions).order_by(routing_decisions.c.seq.desc()).limit(limit)
             )

@@ -1,0 +1,37 @@
+"""What every store shares: an engine it may own, and translated, dialect-aware transactions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from sqlalchemy import Connection, Engine
+
+from compliance.store.engine import BEGIN_OPTION, create_store_engine
+from compliance.store.errors import translate_errors
+
+
+class EngineStore:
+    """Base of the stores: wraps an engine (or creates one from a URL) and opens transactions."""
+
+    def __init__(self, database: str | Engine) -> None:
+        """Use an existing engine, or create one (WAL and busy timeout for SQLite) from a URL."""
+        self._owns_engine = not isinstance(database, Engine)
+        self.engine = create_store_engine(database) if isinstance(database, str) else database
+
+    def close(self) -> None:
+        """Release pooled connections (only if this store created the engine)."""
+        if self._owns_engine:
+            self.engine.dispose()
+
+    @contextmanager
+    def transaction(self, *, write: bool) -> Iterator[Connection]:
+        """One transaction, errors translated to Store*: writers serialised on SQLite
+        (BEGIN IMMEDIATE); reads on PostgreSQL see one consistent, read-only snapshot."""
+        with translate_errors(), self.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE" if write else "BEGIN"})
+            elif not write and conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+            with conn.begin():
+                yield conn
