@@ -26,25 +26,15 @@ from compliance.audit.keys import (
 )
 from compliance.audit.service import AuditChain
 from compliance.audit.verify_export import ExportFormatError, verify_export
-from compliance.store.engine import create_store_engine, sqlite_file
-from compliance.store.migrate import current_revision, head_revision
+from compliance.store.engine import create_store_engine
 from gateway.audit_setup import signing_key, trusted_keys
 from gateway.cli_common import CliError
+from gateway.cli_database import migrated_database_url
 from gateway.settings import Settings
 
 
 def _engine(settings: Settings) -> Engine:
-    url = settings.resolved_database_url
-    path = sqlite_file(url)
-    if path is not None and not path.exists():
-        raise CliError(f"no database at {path} (set GATEWAY_DATABASE_URL or GATEWAY_DATA_DIR)")
-    revision, head = current_revision(url), head_revision()
-    if revision != head:
-        raise CliError(
-            f"database is at revision {revision or 'none'}, this gateway needs {head}: "
-            "run 'gateway db upgrade'"
-        )
-    return create_store_engine(url)
+    return create_store_engine(migrated_database_url(settings))
 
 
 def _public_keys(settings: Settings, files: list[Path] | None) -> list[Ed25519PublicKey]:

@@ -14,9 +14,8 @@ import orjson
 from compliance.audit_query.explain import decision_document
 from compliance.audit_query.filters import FilterError, parse_filter, parse_limit
 from compliance.audit_query.reader import AuditReader
-from compliance.store.engine import sqlite_file
-from compliance.store.migrate import current_revision, head_revision
 from gateway.cli_common import CliError
+from gateway.cli_database import migrated_database_url
 from gateway.settings import Settings
 
 _FILTERS = (
@@ -43,17 +42,7 @@ _COLUMNS = (
 
 
 def _reader() -> AuditReader:
-    url = Settings().resolved_database_url
-    path = sqlite_file(url)
-    if path is not None and not path.exists():
-        raise CliError(f"no database at {path} (set GATEWAY_DATABASE_URL or GATEWAY_DATA_DIR)")
-    revision, head = current_revision(url), head_revision()
-    if revision != head:
-        raise CliError(
-            f"database is at revision {revision or 'none'}, this gateway needs {head}: "
-            "run 'gateway db upgrade'"
-        )
-    return AuditReader(url)
+    return AuditReader(migrated_database_url(Settings()))
 
 
 def _spec(args: argparse.Namespace) -> Any:

@@ -10,8 +10,8 @@ from sqlalchemy import Engine
 
 from compliance.audit.checkpoints import checkpoint_head
 from compliance.audit.config_log import record_change
-from compliance.audit.db import transaction
 from compliance.audit.keys import key_id
+from compliance.store.base import transaction
 from compliance.store.routing_log_store import RoutingLogStore
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)

@@ -18,9 +18,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from sqlalchemy import Connection, Engine, insert, select
 
 from compliance.audit.canonical import canonical_timestamp
-from compliance.audit.db import transaction
 from compliance.audit.keys import key_id, signature_ok
 from compliance.audit.ledger import lock_head
+from compliance.store.base import transaction
 from compliance.store.schema import audit_checkpoints
 
 PERIODIC = "periodic"

@@ -29,10 +29,10 @@ from compliance.audit.canonical import (
     canonical_timestamp,
 )
 from compliance.audit.checkpoints import CHAIN_NAME
-from compliance.audit.db import transaction
 from compliance.audit.entries import Entry, iter_entries
 from compliance.audit.keys import key_id, public_key_pem
 from compliance.audit.ledger import TABLES
+from compliance.store.base import transaction
 
 Format = Literal["csv", "jsonl"]
 FORMATS: tuple[str, ...] = ("csv", "jsonl")

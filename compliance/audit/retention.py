@@ -17,9 +17,9 @@ from sqlalchemy import Connection, Engine, delete, func, select
 
 from compliance.audit import checkpoints as cps
 from compliance.audit.canonical import TIME_FIELD
-from compliance.audit.db import transaction
 from compliance.audit.entries import seq_bounds
 from compliance.audit.ledger import TABLES, lock_head
+from compliance.store.base import transaction
 from compliance.store.errors import StoreError
 
 logger = logging.getLogger(__name__)

@@ -12,10 +12,10 @@ from sqlalchemy import Engine
 
 from compliance.audit import export as exporting
 from compliance.audit.checkpoints import Checkpoint, Checkpointer, checkpoint_head
-from compliance.audit.db import transaction
 from compliance.audit.keys import key_id, public_key_pem
 from compliance.audit.retention import PruneResult, RetentionJob, prune
 from compliance.audit.verify import VerifyReport, verify
+from compliance.store.base import transaction
 
 
 class AuditChain:

@@ -15,7 +15,6 @@ from sqlalchemy import Connection, Engine
 
 from compliance.audit import checkpoints as cps
 from compliance.audit.canonical import GENESIS_HASH
-from compliance.audit.db import transaction
 from compliance.audit.entries import (
     Entry,
     iter_canonical,
@@ -29,6 +28,7 @@ from compliance.audit.entries import (
 from compliance.audit.ledger import ChainHead, read_head
 from compliance.audit.report import Break, VerifyReport
 from compliance.audit.verify_parallel import precheck
+from compliance.store.base import transaction
 from compliance.store.engine import sqlite_file
 
 __all__ = ["Break", "VerifyReport", "verify"]

@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 
 from sqlalchemy import Connection, Engine
 
 from compliance.store.engine import BEGIN_OPTION, create_store_engine
 from compliance.store.errors import translate_errors
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool) -> Iterator[Connection]:
+    """One transaction, errors translated to Store*: writers take SQLite's write lock at BEGIN
+    (BEGIN IMMEDIATE); reads on PostgreSQL see one consistent, read-only snapshot."""
+    with translate_errors(), engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE" if write else "BEGIN"})
+        elif not write and conn.dialect.name == "postgresql":
+            conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
+        with conn.begin():
+            yield conn
 
 
 class EngineStore:
@@ -24,14 +37,6 @@ class EngineStore:
         if self._owns_engine:
             self.engine.dispose()
 
-    @contextmanager
-    def transaction(self, *, write: bool) -> Iterator[Connection]:
-        """One transaction, errors translated to Store*: writers serialised on SQLite
-        (BEGIN IMMEDIATE); reads on PostgreSQL see one consistent, read-only snapshot."""
-        with translate_errors(), self.engine.connect() as conn:
-            if conn.dialect.name == "sqlite":
-                conn.execution_options(**{BEGIN_OPTION: "BEGIN IMMEDIATE" if write else "BEGIN"})
-            elif not write and conn.dialect.name == "postgresql":
-                conn.execution_options(isolation_level="REPEATABLE READ", postgresql_readonly=True)
-            with conn.begin():
-                yield conn
+    def transaction(self, *, write: bool) -> AbstractContextManager[Connection]:
+        """One transaction on this store's engine (see `transaction`)."""
+        return transaction(self.engine, write=write)

@@ -14,11 +14,11 @@ import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compliance.audit.checkpoints import checkpoint_head
-from compliance.audit.db import transaction
 from compliance.audit.export import export
 from compliance.audit.ledger import read_head
 from compliance.audit.verify import verify
 from compliance.audit.verify_export import verify_export
+from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
 from tests.audit_chain_support import build_chain, keys_of
@@ -32,7 +32,7 @@ KEYS = keys_of(KEY)
 WRITER = textwrap.dedent(
     """
     import sys
-    from compliance.audit.db import transaction
+    from compliance.store.base import transaction
     from compliance.store.engine import create_store_engine
     from compliance.store.routing_log_store import RoutingLogStore
     from tests.audit_chain_support import change, decision

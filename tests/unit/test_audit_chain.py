@@ -17,10 +17,10 @@ from compliance.audit import checkpoints as cps
 from compliance.audit import verify_parallel
 from compliance.audit.canonical import GENESIS_HASH, Kind, entry_hash, normalise_fields
 from compliance.audit.config_log import record_change
-from compliance.audit.db import transaction
 from compliance.audit.entries import iter_canonical, iter_entries
 from compliance.audit.ledger import ChainHead, read_head, set_head
 from compliance.audit.verify import VerifyReport, verify
+from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
 from compliance.store.routing_log_store import RoutingLogStore

@@ -11,10 +11,10 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from compliance.audit.db import transaction
 from compliance.audit.ledger import read_head
 from compliance.audit.retention import RetentionJob, prune
 from compliance.audit.verify import verify
+from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
 from compliance.store.routing_log_store import RoutingLogStore

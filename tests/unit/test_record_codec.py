@@ -18,11 +18,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compliance.audit import record_codec
 from compliance.audit.canonical import Kind, entry_bytes, normalise_fields
-from compliance.audit.db import transaction
 from compliance.audit.ledger import append_entries
 from compliance.audit.spool import Spool
 from compliance.audit.verify import verify
 from compliance.routing_log import RoutingLogWriter, decode, encode
+from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
 from compliance.store.routing_log_store import RoutingLogStore
