@@ -100,20 +100,8 @@ class InferenceProxy:
                 headers,
             )
             return
-        decided_at = time.time_ns()
         decision = decide(facts, snapshot)
-        span.record_stages(decision, decided_at)
-        span.set_attributes(
-            {
-                "residency.decision_id": decision.id,
-                "residency.jurisdictions": [j.country for j in decision.jurisdictions],
-                "residency.data_class": facts.data_class.value,
-                "residency.policy_version": decision.policy_version,
-                "residency.outcome": decision.outcome.value,
-                "residency.chosen_region": decision.chosen or "",
-                "residency.tenant": facts.tenant_id or "",
-            }
-        )
+        span.record_decision(decision)
         if decision.outcome is not Outcome.ROUTED:
             await self._refuse(send, decision, decision.outcome, [], headers, span, started)
             return

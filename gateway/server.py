@@ -25,7 +25,7 @@ def app_factory() -> ASGIApp:
     """Build the app from the environment (each uvicorn worker calls this)."""
     from gateway.app import create_app
 
-    return create_app(GatewayRuntime(Settings()))
+    return create_app(GatewayRuntime(Settings(), freeze_heap=True))
 
 
 def settings_to_environment(overrides: dict[str, str]) -> None:

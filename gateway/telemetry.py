@@ -15,10 +15,11 @@ def _exporter(kind: str) -> SpanExporter | None:
     if kind == "console":
         return ConsoleSpanExporter()
     if kind == "otlp":
-        # The OTLP exporter reads OTEL_EXPORTER_OTLP_* (endpoint, headers, protocol) itself.
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        # The SDK's OTLP/HTTP exporter reads OTEL_EXPORTER_OTLP_* (endpoint, headers) itself.
+        from gateway.span_export import DataPathSpanExporter
+        from gateway.tracing import UNIQUE_ATTRIBUTES
 
-        return OTLPSpanExporter()
+        return DataPathSpanExporter(UNIQUE_ATTRIBUTES)
     return None
 
 

@@ -1,10 +1,12 @@
 """Data-path tracing: spans recorded as finished values, handed straight to the span processor.
 
-The SDK's live `Span` objects (locks, attribute cleaning, context switches) cost ~12 µs each on
-this hardware; the data path records five spans per request. Every span here is known complete
-when it is recorded, so it is built once as a `ReadableSpan` (the value exporters receive) and
-given to the processor. Sampling still goes through the provider's sampler (ParentBased by
-default), and W3C trace context is read from and written to headers.
+Spans are kept few: the server span (`gateway.request`, carrying the routing decision and the
+time each routing stage took) and one `upstream.attempt` per region tried. The SDK's live `Span`
+objects (locks, attribute cleaning, context switches) cost ~12 µs each on this hardware, and
+every span here is known complete when it is recorded, so it is built once as a `ReadableSpan`
+(the value exporters receive) and given to the processor. Sampling still goes through the
+provider's sampler (ParentBased by default), and W3C trace context is read from and written to
+headers. Export is batched; `gateway.span_export` encodes OTLP batches cheaply.
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from gateway.routing.decision import Decision
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _UNSAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _UNSET = Status(StatusCode.UNSET)
-_STAGES = ("routing.locate", "routing.policy", "routing.select")
 Attributes = dict[str, AttributeValue]
+UNIQUE_ATTRIBUTES = frozenset(
+    {"residency.decision_id", "residency.locate_ns", "residency.policy_ns", "residency.select_ns"}
+)
+"""Span attributes whose values rarely repeat between requests (see gateway.span_export)."""
 
 
 def parse_traceparent(value: str | None) -> SpanContext | None:
@@ -121,33 +126,31 @@ class RequestTrace:
         """A child span to use as `with request.span(...) as span:`."""
         return ChildSpan(self, name, kind, attributes)
 
-    def record_stages(self, decision: Decision, started_ns: int) -> None:
-        """One span per routing stage, timed by the pure core itself (decide() does no tracing)."""
+    def record_decision(self, decision: Decision) -> None:
+        """Put the routing decision on the server span: what the three stages found and how
+        long each took (timed by the pure core itself; decide() does no tracing)."""
         if not self.recording:
             return
-        stage_attributes: tuple[Attributes, ...] = (
+        facts = decision.facts
+        locate_ns, policy_ns, select_ns = decision.stage_ns
+        self._attributes.update(
             {
+                "residency.decision_id": decision.id,
+                "residency.outcome": decision.outcome.value,
+                "residency.tenant": facts.tenant_id or "",
+                "residency.client_country": facts.client_country or "",
                 "residency.jurisdictions": [j.country for j in decision.jurisdictions],
-                "residency.client_country": decision.facts.client_country or "",
-            },
-            {
+                "residency.data_class": facts.data_class.value,
                 "residency.regimes": [r.regime_id for r in decision.regimes],
-                "residency.data_class": decision.facts.data_class.value,
                 "residency.policy_version": decision.policy_version,
                 "residency.allowed_regions": list(decision.allowed_regions),
-            },
-            {
                 "residency.chosen_region": decision.chosen or "",
                 "residency.fallbacks": list(decision.fallbacks),
-            },
+                "residency.locate_ns": locate_ns,
+                "residency.policy_ns": policy_ns,
+                "residency.select_ns": select_ns,
+            }
         )
-        start = started_ns
-        for name, duration, attributes in zip(
-            _STAGES, decision.stage_ns, stage_attributes, strict=True
-        ):
-            end = start + duration
-            self.child(name, self.new_span_id(), SpanKind.INTERNAL, start, end, attributes)
-            start = end
 
     def end(self) -> None:
         """Record the server span (call once, when the response is done)."""

@@ -121,13 +121,7 @@ def test_request_is_one_trace_continuing_the_clients(traced: InProcessGateway) -
     assert raw.headers["x-residency-region"] == "eu-frankfurt"
     spans = traced.spans(trace_id)
     names = sorted(s.name for s in spans)
-    assert names == [
-        "gateway.request",
-        "routing.locate",
-        "routing.policy",
-        "routing.select",
-        "upstream.attempt",
-    ]
+    assert names == ["gateway.request", "upstream.attempt"]  # few spans: one per hop
     request = _one(spans, "gateway.request")
     assert request.kind is SpanKind.SERVER
     assert request.parent is not None
@@ -149,11 +143,16 @@ def test_request_is_one_trace_continuing_the_clients(traced: InProcessGateway) -
     assert attempt.kind is SpanKind.CLIENT
     assert (attempt.attributes or {})["residency.region"] == "eu-frankfurt"
     assert (attempt.attributes or {})["upstream.attempt"] == 1
-    assert tuple(_one(spans, "routing.policy").attributes["residency.allowed_regions"]) == (
+    assert tuple(attributes["residency.allowed_regions"]) == (
         "eu-frankfurt",
         "uk-london",
         "us-oregon",
     )
+    assert tuple(attributes["residency.regimes"]) == ("gdpr",)
+    assert attributes["residency.client_country"] == "DE"
+    for stage in ("locate", "policy", "select"):  # each routing stage's time, from decide()
+        assert isinstance(attributes[f"residency.{stage}_ns"], int)
+        assert 0 < attributes[f"residency.{stage}_ns"] < 50_000_000
     # The gateway answers with its own span; the region saw the attempt span as parent.
     assert raw.headers["traceparent"] == (f"00-{trace_id:032x}-{request.context.span_id:016x}-01")
     _, upstream_trace, upstream_parent, _ = raw.headers["x-received-traceparent"].split("-")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 import os
 import re
 import shutil
@@ -14,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from pydantic import AliasChoices
 from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
@@ -307,7 +307,9 @@ def test_gateway_sends_traces_to_the_collectors_otlp_http_receiver() -> None:
     env = _container_env(_container(_one("Deployment", "gateway"), "gateway"))
     assert env["OTEL_TRACES_EXPORTER"] == "otlp"
     # The gateway builds the OTLP/HTTP exporter, so the endpoint must be the HTTP receiver.
-    assert "otlp.proto.http" in inspect.getsource(gateway.telemetry)
+    exporter = gateway.telemetry._exporter("otlp")
+    assert isinstance(exporter, OTLPSpanExporter)
+    exporter.shutdown()
     assert env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "http/protobuf"
     endpoint = urlsplit(env["OTEL_EXPORTER_OTLP_ENDPOINT"])
     service = _one("Service", endpoint.hostname or "")
