@@ -71,6 +71,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="NAME=VALUE",
         help="extra gateway setting, e.g. GATEWAY_AUDIT_DURABILITY=relaxed (repeatable)",
     )
+    p.add_argument(
+        "--no-trace-export",
+        action="store_true",
+        help="run the gateway with OTEL_TRACES_EXPORTER=none (default: OTLP/HTTP to a sink)",
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench-results")
     p.add_argument("--tag", help="suffix of the result files, e.g. relaxed -> gateway-relaxed.json")
     args = p.parse_args(argv)
@@ -103,6 +108,8 @@ async def run(bench: Bench) -> dict[str, Any]:
     results["meta"]["fdatasync"] = fdatasync_ms(bench.tmp)
     say("starting upstream (core 1), naive passthrough and gateway (core 0)")
     bench.start_upstream()
+    if not args.no_trace_export:
+        bench.start_trace_sink()
     bench.start_naive()
     bench.gateway_pid = bench.start_gateway("gateway", 1, GATEWAY_CORE)
     headers = smoke(bench.ports["gateway"])
@@ -148,6 +155,7 @@ async def run(bench: Bench) -> dict[str, Any]:
 
     results["records"] = bench.stop_gateway("gateway")
     results["records"]["responses_ok"] = bench.gateway_ok
+    results["traces"] = bench.trace_stats()  # after the stop: the exporter flushes at shutdown
     written = results["records"].get("written")
     if written is not None:
         results["records"]["missing"] = max(0, bench.gateway_ok - written)

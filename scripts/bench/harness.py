@@ -103,6 +103,22 @@ class Bench:
         self.pids["direct"] = self.ps.start("upstream", argv, LOAD_CORE, clean_env()).pid
         self.ps.wait_http("upstream", f"http://127.0.0.1:{port}/healthz", 30)
 
+    def start_trace_sink(self) -> None:
+        """The stand-in OTLP collector the gateway exports its spans to (load core)."""
+        port = self.ports["traces"] = procs.free_port()
+        argv = [PYTHON, str(REPO / "scripts/bench/trace_sink.py"), "--port", str(port)]
+        self.ps.start("trace-sink", argv, LOAD_CORE, clean_env())
+        self.ps.wait_http("trace-sink", f"http://127.0.0.1:{port}/healthz", 30)
+
+    def trace_stats(self) -> dict[str, Any]:
+        """Spans the trace sink has received (empty if spans are not exported)."""
+        if "traces" not in self.ports:
+            return {}
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        with opener.open(f"http://127.0.0.1:{self.ports['traces']}/stats", timeout=10) as reply:
+            stats: dict[str, Any] = json.loads(reply.read())
+        return stats
+
     def start_naive(self) -> None:
         port = self.ports["naive"] = procs.free_port()
         argv = [PYTHON, str(REPO / "scripts/bench/naive_proxy.py"), "--port", str(port)]
@@ -119,7 +135,7 @@ class Bench:
         env = clean_env() | {
             "GATEWAY_DATA_DIR": str(data_dir),
             "GATEWAY_SEED_CATALOG": str(catalog),
-            "OTEL_TRACES_EXPORTER": "none",
+            **self.trace_env(),
             **self.args.extra_env,
         }
         argv = [PYTHON, "-m", "gateway.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -128,6 +144,13 @@ class Bench:
         self.pids[name] = proc.pid
         self.ps.wait_http(name, f"http://127.0.0.1:{port}/readyz", 120)
         return proc.pid
+
+    def trace_env(self) -> dict[str, str]:
+        """Spans exported over OTLP/HTTP to the trace sink, or (without one) not recorded."""
+        if "traces" not in self.ports:
+            return {"OTEL_TRACES_EXPORTER": "none"}
+        endpoint = f"http://127.0.0.1:{self.ports['traces']}/v1/traces"
+        return {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint}
 
     def stop_gateway(self, name: str) -> dict[str, Any]:
         """Stop gracefully (queued records are written) and count the routing records."""

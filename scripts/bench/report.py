@@ -166,6 +166,21 @@ def _extras(results: dict[str, Any]) -> list[str]:
             meta.get("gateway_env") or "embedded defaults",
         )
     ]
+    traces = results.get("traces")
+    if traces:
+        records = results.get("records", {})
+        routed = records.get("responses_ok") or 0
+        out.append(
+            "tracing: every request sampled, spans exported over OTLP/HTTP to a stand-in "
+            "collector: {:,} spans received in {:,} exports ({} per response) {}".format(
+                traces["spans"],
+                traces["exports"],
+                _fmt(traces["spans"] / routed if routed else None, 2),
+                traces.get("by_name", {}),
+            )
+        )
+    elif results.get("meta", {}).get("settings", {}).get("no_trace_export"):
+        out.append("tracing: spans not exported (OTEL_TRACES_EXPORTER=none)")
     if meta.get("fdatasync"):
         sync = meta["fdatasync"]
         out.append(
