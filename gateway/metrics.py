@@ -1,4 +1,10 @@
-"""Prometheus metrics through the OpenTelemetry metrics SDK (served at /metrics)."""
+"""Prometheus metrics served at /metrics.
+
+Gauges and the request counter are OpenTelemetry observable instruments read at scrape time.
+The three latency histograms recorded on every request are `prometheus_client` histograms in
+the same registry: an OTel SDK histogram record costs 8 to 13 µs (attribute hashing, view
+matching, locks) against ~1.8 µs, and the data path records three per request.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +15,8 @@ from dataclasses import dataclass
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.view import ExplicitBucketHistogramAggregation, View
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
 METER_NAME = "residency_gateway"
 _DECISION_BUCKETS = (5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3)
@@ -41,20 +46,9 @@ class GatewayMetrics:
     def __init__(self, service_name: str, gauges: RuntimeGauges) -> None:
         self.registry = CollectorRegistry()
         reader = PrometheusMetricReader(registry=self.registry)
-        views = [
-            View(
-                instrument_name="gateway_decision_duration",
-                aggregation=ExplicitBucketHistogramAggregation(_DECISION_BUCKETS),
-            ),
-            View(
-                instrument_name="gateway_upstream_*",
-                aggregation=ExplicitBucketHistogramAggregation(_UPSTREAM_BUCKETS),
-            ),
-        ]
         self.provider = MeterProvider(
             metric_readers=[reader],
             resource=Resource.create({SERVICE_NAME: service_name}),
-            views=views,
         )
         meter = self.provider.get_meter(METER_NAME)
         self._requests: Counter[tuple[str, str, str]] = Counter()
@@ -73,19 +67,27 @@ class GatewayMetrics:
             unit="1",
             description="Inference requests by region, tenant, outcome",
         )
-        self.decision_duration = meter.create_histogram(
-            "gateway_decision_duration",
-            unit="s",
-            description="Time to decide (locate/policy/select)",
+        self._decision = Histogram(
+            "gateway_decision_duration_seconds",
+            "Time to decide (locate/policy/select)",
+            buckets=_DECISION_BUCKETS,
+            registry=self.registry,
         )
-        self.upstream_duration = meter.create_histogram(
-            "gateway_upstream_duration", unit="s", description="Upstream attempt duration"
+        self._upstream = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Upstream attempt duration",
+            ["region"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=self.registry,
         )
-        self.upstream_ttfb = meter.create_histogram(
-            "gateway_upstream_time_to_first_token",
-            unit="s",
-            description="Time from sending upstream to the first body chunk",
+        self._ttfb = Histogram(
+            "gateway_upstream_time_to_first_token_seconds",
+            "Time from sending upstream to the first body chunk",
+            ["region"],
+            buckets=_UPSTREAM_BUCKETS,
+            registry=self.registry,
         )
+        self._by_region: dict[str, tuple[Histogram, Histogram]] = {}
 
         def regions(_: CallbackOptions) -> Iterable[Observation]:
             return [
@@ -118,6 +120,21 @@ class GatewayMetrics:
     def count_request(self, region: str, tenant: str, outcome: str) -> None:
         """Count one finished request."""
         self._requests[(region, tenant, outcome)] += 1
+
+    def observe_decision(self, seconds: float) -> None:
+        """Record how long one routing decision took."""
+        self._decision.observe(seconds)
+
+    def observe_upstream(self, region: str, duration: float, first_chunk: float) -> None:
+        """Record one answered upstream attempt: its duration and its time to first chunk."""
+        children = self._by_region.get(region)
+        if children is None:  # labelled children cached: .labels() takes a lock and a lookup
+            children = self._by_region[region] = (
+                self._upstream.labels(region),
+                self._ttfb.labels(region),
+            )
+        children[0].observe(duration)
+        children[1].observe(first_chunk)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -260,9 +260,8 @@ class InferenceProxy:
                     raise UpstreamStreamBroken(f"{region_id}: {exc.detail}") from None
                 finally:
                     response.release()
-                rt.metrics.upstream_ttfb.record(first_chunk_at - tried, {"region": region_id})
-                rt.metrics.upstream_duration.record(
-                    time.perf_counter() - tried, {"region": region_id}
+                rt.metrics.observe_upstream(
+                    region_id, time.perf_counter() - tried, first_chunk_at - tried
                 )
                 return
         await self._refuse(send, decision, Outcome.UPSTREAM_ERROR, attempts, headers, span, started)
@@ -298,7 +297,7 @@ class InferenceProxy:
         self._rt.metrics.count_request(
             served or "none", decision.facts.tenant_id or "none", outcome.value
         )
-        self._rt.metrics.decision_duration.record(sum(decision.stage_ns) / 1e9)
+        self._rt.metrics.observe_decision(sum(decision.stage_ns) / 1e9)
         await self._rt.routing_log.record(
             routing_record(
                 decision,

@@ -8,8 +8,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from opentelemetry.attributes import BoundedAttributes
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import KeyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExportResult
@@ -84,15 +87,31 @@ def _batch() -> list[ReadableSpan]:
         _span(4, kind=SpanKind.INTERNAL, status=Status(StatusCode.OK), resource=OTHER_RESOURCE),
         _span(5, scope=OTHER_SCOPE, attributes={"residency.outcome": "refused"}),
         _span(6, scope=None, attributes={"http.response.status_code": 451}),
+        _span(7, attributes=BoundedAttributes(2, {"a": 1, "b": 2, "c": 3})),  # one dropped
     ]
 
 
 def test_encoding_equals_the_sdk_encoding() -> None:
     batch = _batch()
     encoder = SpanEncoder({"residency.decision_id", "residency.locate_ns"})
-    assert encoder.request(batch) == encode_spans(batch)
-    # and again, now from the cache of repeated pairs
-    assert encoder.request(batch) == encode_spans(batch)
+    assert ExportTraceServiceRequest.FromString(encoder.request(batch)) == encode_spans(batch)
+    # and again, now from the caches of repeated pairs and fields
+    assert ExportTraceServiceRequest.FromString(encoder.request(batch)) == encode_spans(batch)
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "d-1", "ü" * 200, 0, 1, 127, 128, 2**62, -1, -(2**63), 2**63 - 1, True, 1.5, None, [1]],
+)
+def test_unique_values_framed_by_hand_equal_protobuf_encoding(value: Any) -> None:
+    encoder = SpanEncoder({"residency.decision_id"})
+    encoded = encoder.attributes({"residency.decision_id": value})
+    expected = Span(attributes=[KeyValue(key="residency.decision_id", value=encode_value(value))])
+    assert encoded == [expected.SerializeToString()]
+
+
+def _decoded(encoded: list[bytes]) -> list[KeyValue]:
+    return list(Span.FromString(b"".join(encoded)).attributes)
 
 
 def test_repeated_pairs_are_cached_and_unique_keys_are_not() -> None:
@@ -100,11 +119,11 @@ def test_repeated_pairs_are_cached_and_unique_keys_are_not() -> None:
     first = encoder.attributes({"region": "eu-frankfurt", "residency.decision_id": "a"})
     second = encoder.attributes({"region": "eu-frankfurt", "residency.decision_id": "b"})
     assert first[0] is second[0]  # the same encoded pair, reused
-    assert first[1].value.string_value == "a"
-    assert second[1].value.string_value == "b"
-    assert ("residency.decision_id", "a") not in encoder._pairs
+    assert _decoded(first)[1].value.string_value == "a"
+    assert _decoded(second)[1].value.string_value == "b"
+    assert len(encoder._pairs) == 1
     # equal-looking values of other types stay apart (True == 1 == 1.0 in Python)
-    values = [encoder.attributes({"v": value})[0].value for value in (1, True, 1.0, "1")]
+    values = [_decoded(encoder.attributes({"v": value}))[0].value for value in (1, True, 1.0, "1")]
     assert [v.WhichOneof("value") for v in values] == [
         "int_value",
         "bool_value",
@@ -118,6 +137,9 @@ def test_cache_is_bounded() -> None:
     for number in range(5000):
         encoder.attributes({"tenant": f"t-{number}"})
     assert len(encoder._pairs) <= 4096
+    for number in range(5000):
+        encoder.span(_span(number))  # a name of its own each time
+    assert len(encoder._fields) <= 4096
 
 
 def test_spans_with_events_or_trace_state_are_left_to_the_sdk() -> None:
