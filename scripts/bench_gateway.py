@@ -211,7 +211,7 @@ async def profile_gateway(bench: Bench, peak_rps: float) -> dict[str, Any]:
     threads_before = procs.thread_cpu(bench.gateway_pid)
     argv = profile.py_spy_argv(bench.gateway_pid, out, args.profile_duration, 200)
     spy = bench.ps.start("py-spy", argv, LOAD_CORE)
-    load = await bench.open_loop("gateway", rate, args.profile_duration + 1.0)
+    load = await bench.open_loop("gateway", rate, args.profile_duration + 1.0, settle=False)
     threads = thread_shares(bench.gateway_pid, threads_before, args.profile_duration + 1.0)
     with contextlib.suppress(subprocess.TimeoutExpired):
         await asyncio.to_thread(spy.wait, args.profile_duration + 30)

@@ -198,8 +198,11 @@ class Bench:
         self._count(name, summary["ok"])
         return summary
 
-    async def open_loop(self, name: str, rate: int, duration: float) -> dict[str, Any]:
-        await self.settle()
+    async def open_loop(
+        self, name: str, rate: int, duration: float, settle: bool = True
+    ) -> dict[str, Any]:
+        if settle:  # (not under a profiler: its own sampling never looks idle)
+            await self.settle()
         pool = loadgen.OpenLoop(self.ports[name], self.payload[name], max_connections=1024)
         preopen = min(64, max(8, rate // 50))
         cpu = procs.cpu_split(self.pids[name])
