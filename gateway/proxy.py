@@ -12,7 +12,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from gateway.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
 from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
 from gateway.records import Attempt, routing_record
-from gateway.relay import ClientDisconnected, declared_length, read_body, relay_watching
+from gateway.relay import (
+    ClientDisconnected,
+    NothingRelayed,
+    declared_length,
+    read_body,
+    relay_watching,
+)
 from gateway.routing.decide import decide
 from gateway.routing.decision import Decision, Outcome
 from gateway.routing.snapshot import RoutingSnapshot
@@ -228,6 +234,14 @@ class InferenceProxy:
                         recorded,
                     )
                     first_chunk_at = await relay_watching(receive, send, response, headers, served)
+                except NothingRelayed as exc:  # the client has nothing yet: try the next
+                    headers.remove((b"x-residency-region", region_id.encode()))
+                    span.unset_attribute("residency.served_region")
+                    kind = exc.error.kind.value
+                    attempts.append(Attempt(region_id, kind, response.status, _ms(tried)))
+                    attempt_span.set_attribute("upstream.outcome", kind)
+                    attempt_span.set_status(Status(StatusCode.ERROR, exc.error.detail))
+                    continue
                 except ClientDisconnected:
                     attempt_span.set_attribute("upstream.outcome", "client_disconnected")
                     if not recorded:

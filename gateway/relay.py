@@ -9,11 +9,19 @@ from collections.abc import Awaitable, Callable
 
 from gateway.asgi import RawHeaders, Receive, Scope, Send
 from gateway.intake import RequestRejected
-from gateway.upstream import UpstreamResponse
+from gateway.upstream import UpstreamError, UpstreamResponse
 
 
 class ClientDisconnected(Exception):
     """The client went away while a streamed answer was being relayed."""
+
+
+class NothingRelayed(Exception):
+    """The region broke off before any byte of its answer reached the client."""
+
+    def __init__(self, error: UpstreamError) -> None:
+        super().__init__(error.detail)
+        self.error = error
 
 
 async def read_body(receive: Receive, limit: int) -> bytes:
@@ -57,18 +65,35 @@ async def relay(
 
     `before_end` runs before the message completing the body (the routing record is made
     durable there: no client holds a complete answer whose record could still be lost).
+    An answer of known length is held until its first chunk: if that is the whole body (the
+    usual case), start and body are sent back to back after `before_end`, and the server
+    writes them in one go (gateway.http_protocol). If the region breaks off before that first
+    chunk, NothingRelayed says the client has received nothing (another region may answer).
     Returns when the first body chunk arrived (perf_counter seconds).
     """
     length = next((int(v) for k, v in response.headers if k == b"content-length"), None)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": [*response.headers, *headers],
-        }
-    )
-    sent = 0
+    start = {
+        "type": "http.response.start",
+        "status": response.status,
+        "headers": [*response.headers, *headers],
+    }
+    first = b""
     first_chunk_at = 0.0
+    if length is not None:
+        try:
+            first = await response.read()
+        except UpstreamError as exc:
+            raise NothingRelayed(exc) from None
+        first_chunk_at = time.perf_counter()
+        if len(first) == length:
+            await before_end()
+            await send(start)
+            await send({"type": "http.response.body", "body": first, "more_body": False})
+            return first_chunk_at
+    await send(start)
+    sent = len(first)
+    if first:
+        await send({"type": "http.response.body", "body": first, "more_body": True})
     while chunk := await response.read():
         if not sent:
             first_chunk_at = time.perf_counter()

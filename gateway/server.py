@@ -77,7 +77,7 @@ def serve(settings: Settings) -> None:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="httptools",
+            http="gateway.http_protocol:CoalescingHttpToolsProtocol",
             access_log=False,
             proxy_headers=False,  # X-Forwarded-For is judged by gateway.client_address only
             log_level="info",

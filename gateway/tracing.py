@@ -97,6 +97,10 @@ class RequestTrace:
         """Set one attribute on the server span."""
         self._attributes[key] = value
 
+    def unset_attribute(self, key: str) -> None:
+        """Remove one attribute from the server span (if set)."""
+        self._attributes.pop(key, None)
+
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         """Set several attributes on the server span."""
         self._attributes.update(attributes)
