@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
+from functools import cached_property
+from typing import Any
 
 from compliance.model import Regime, Rule, Tenant
 from regions.catalog import Region
@@ -30,13 +32,52 @@ class RegionVerdict:
     reasons: tuple[str, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class PolicyEvaluation:
-    """The outcome of the policy stage for one set of request facts."""
+    """The outcome of the policy stage for one set of request facts.
+
+    Evaluations are memoised per policy snapshot (PolicySnapshot.evaluate), so the JSON forms
+    every routing explanation carries are built once per evaluation and then shared: callers
+    must not mutate them.
+    """
 
     regimes: tuple[RegimeApplication, ...]
     verdicts: tuple[RegionVerdict, ...]
     allowed: frozenset[str]
+
+    @cached_property
+    def regimes_json(self) -> list[dict[str, Any]]:
+        """The applied regimes, JSON-ready."""
+        return [
+            {
+                "id": r.regime_id,
+                "name": r.regime_name,
+                "triggered_by": list(r.triggered_by),
+                "rules": list(r.rules),
+                "waived_rules": list(r.waived),
+            }
+            for r in self.regimes
+        ]
+
+    @cached_property
+    def candidates_json(self) -> list[dict[str, Any]]:
+        """Every region's verdict, JSON-ready, as candidates no selection skipped."""
+        return candidates_json(self.verdicts, {})
+
+
+def candidates_json(
+    verdicts: Iterable[RegionVerdict], skipped: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Region verdicts, JSON-ready, with why selection skipped an allowed region (or None)."""
+    return [
+        {
+            "region": v.region_id,
+            "allowed": v.allowed,
+            "policy": list(v.reasons),
+            "skipped": skipped.get(v.region_id),
+        }
+        for v in verdicts
+    ]
 
 
 def applicable_rules(

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from compliance.evaluation import RegimeApplication, RegionVerdict
+from compliance.evaluation import (
+    PolicyEvaluation,
+    RegimeApplication,
+    RegionVerdict,
+    candidates_json,
+)
 from gateway.routing.facts import RequestFacts
 
 
@@ -57,8 +61,7 @@ class Decision:
     outcome: Outcome
     facts: RequestFacts
     jurisdictions: tuple[Jurisdiction, ...]
-    regimes: tuple[RegimeApplication, ...]
-    verdicts: tuple[RegionVerdict, ...]
+    evaluation: PolicyEvaluation
     skipped: tuple[tuple[str, str], ...]
     chosen: str | None
     fallbacks: tuple[str, ...]
@@ -70,6 +73,16 @@ class Decision:
     def http_status(self) -> int:
         """The HTTP status this decision answers with if nothing is forwarded."""
         return HTTP_STATUS[self.outcome]
+
+    @property
+    def regimes(self) -> tuple[RegimeApplication, ...]:
+        """The regimes that applied (from the policy stage)."""
+        return self.evaluation.regimes
+
+    @property
+    def verdicts(self) -> tuple[RegionVerdict, ...]:
+        """Every region's verdict (from the policy stage)."""
+        return self.evaluation.verdicts
 
     @property
     def allowed_regions(self) -> tuple[str, ...]:
@@ -103,65 +116,10 @@ class Decision:
             "jurisdictions": [
                 {"country": j.country, "source": j.source.value} for j in self.jurisdictions
             ],
-            "regimes": _RENDERED.get(self.regimes, _regimes),
+            "regimes": self.evaluation.regimes_json,
             "candidates": (
-                _candidates(self.verdicts, skipped)
+                candidates_json(self.verdicts, skipped)
                 if skipped
-                else _RENDERED.get(self.verdicts, _candidates)
+                else self.evaluation.candidates_json
             ),
         }
-
-
-def _regimes(regimes: tuple[RegimeApplication, ...]) -> list[dict[str, Any]]:
-    return [
-        {
-            "id": r.regime_id,
-            "name": r.regime_name,
-            "triggered_by": list(r.triggered_by),
-            "rules": list(r.rules),
-            "waived_rules": list(r.waived),
-        }
-        for r in regimes
-    ]
-
-
-def _candidates(
-    verdicts: tuple[RegionVerdict, ...], skipped: dict[str, str] | None = None
-) -> list[dict[str, Any]]:
-    skipped = skipped or {}
-    return [
-        {
-            "region": v.region_id,
-            "allowed": v.allowed,
-            "policy": list(v.reasons),
-            "skipped": skipped.get(v.region_id),
-        }
-        for v in verdicts
-    ]
-
-
-class _RenderedParts:
-    """JSON forms of the memoised policy evaluation's parts, built once per evaluation.
-
-    The policy stage is memoised (PolicySnapshot.evaluate), so the same `verdicts` and
-    `regimes` tuples recur in every decision with the same facts; their JSON form is kept,
-    keyed by the tuple's identity (the entry holds the tuple, so the id cannot be reused).
-    Callers must not mutate what they get.
-    """
-
-    def __init__(self, limit: int = 1024) -> None:
-        self._limit = limit
-        self._parts: dict[int, tuple[object, list[dict[str, Any]]]] = {}
-
-    def get(self, part: Any, render: Callable[[Any], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        entry = self._parts.get(id(part))
-        if entry is not None and entry[0] is part:
-            return entry[1]
-        rendered: list[dict[str, Any]] = render(part)
-        if len(self._parts) >= self._limit:
-            self._parts.clear()
-        self._parts[id(part)] = (part, rendered)
-        return rendered
-
-
-_RENDERED = _RenderedParts()
