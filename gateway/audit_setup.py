@@ -42,9 +42,13 @@ def routing_log_writer(
         )
     return RoutingLogWriter(
         sink,
-        Spool(settings.resolved_audit_spool_dir),
+        Spool(
+            settings.resolved_audit_spool_dir,
+            inline_limit=settings.audit_spool_inline_flush_ms / 1000,
+        ),
         durability=settings.audit_durability,
         batch_size=settings.routing_log_batch_size,
+        linger=settings.routing_log_linger_ms / 1000,
         on_poison=on_poison,
         jobs=jobs,
         job_interval=min(1.0, settings.audit_checkpoint_seconds),

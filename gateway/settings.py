@@ -90,7 +90,13 @@ class Settings(BaseSettings):
         512,
         ge=1,
         description="most routing records per database transaction (one is written when this "
-        "many are spooled, else every 50 ms)",
+        "many are spooled, else every routing_log_linger_ms)",
+    )
+    routing_log_linger_ms: float = Field(
+        50.0,
+        gt=0,
+        description="longest wait before spooled routing records are stored in the database "
+        "(they are durable in the spool meanwhile); longer: fewer, larger transactions",
     )
     audit_durability: Literal["strict", "relaxed"] = Field(
         "strict",
@@ -98,6 +104,12 @@ class Settings(BaseSettings):
     )
     audit_spool_dir: Path | None = Field(
         None, description="local spool of routing records; default: data_dir/audit-spool"
+    )
+    audit_spool_inline_flush_ms: float = Field(
+        0.5,
+        ge=0,
+        description="fsync the spool on the event loop (once per loop turn) while a flush "
+        "takes less than this on average, else in a writer thread; 0: always the thread",
     )
     audit_signing_key: Path | None = Field(
         None,
