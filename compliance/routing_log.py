@@ -31,6 +31,10 @@ from compliance.store.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
+INLINE_FLUSH_MAX_RECORDS = 1
+"""A loop turn that spooled more records than this is busy: its flush goes to the spool's
+writer thread, so the loop serves other requests while the disk syncs."""
+
 Record = Mapping[str, Any]
 Durability = Literal["strict", "relaxed"]
 
@@ -205,11 +209,12 @@ class RoutingLogWriter:
 
     def _flush_inline(self) -> None:
         try:
-            count = self._spool.write_queued()
+            count = self._spool.write_queued(INLINE_FLUSH_MAX_RECORDS)
         except SpoolError as exc:
             self._flushed(0, exc.__cause__ or exc)
             return
-        self._flushed(count, None)
+        if count is not None:
+            self._flushed(count, None)
 
     def _flushed_from_thread(self, count: int, error: BaseException | None) -> None:
         loop = self._loop

@@ -237,9 +237,16 @@ class Spool:
             self._on_queued()
         return number
 
-    def write_queued(self) -> int:
-        """Flush the queued records in the calling thread; returns how many records are
-        durable. Raises SpoolError if the write fails (the spool then accepts no more)."""
+    def write_queued(self, inline_max: int | None = None) -> int | None:
+        """Flush the queued records in the calling thread and return how many records are
+        durable; or, if more than `inline_max` records wait (a busy caller, with work to do
+        while the disk syncs), wake the writer thread to flush them and return None (`on_flush`
+        reports). Raises SpoolError if the write fails (the spool then accepts no more)."""
+        if inline_max is not None:
+            with self._lock:
+                if len(self._queue) > inline_max:
+                    self._wakeup.notify()
+                    return None
         count, error = self._flush_queue()
         if error is not None:
             raise SpoolError(f"audit spool write failed: {error}") from error

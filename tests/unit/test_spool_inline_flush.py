@@ -99,18 +99,24 @@ async def test_a_failed_inline_flush_fails_its_waiters_and_later_appends(
     await writer.close(grace=1.0)
 
 
-async def test_writer_flushes_once_per_loop_turn_on_the_loop(tmp_path: Path) -> None:
+async def test_a_quiet_turn_is_flushed_on_the_loop_and_a_busy_one_by_the_thread(
+    tmp_path: Path,
+) -> None:
     store = FlakyStore()
     spool = Spool(tmp_path)
     writer = RoutingLogWriter(store, spool, batch_size=50)
     writer.start()
     writes = _flushes_by_thread(spool)
-    await asyncio.gather(*(writer.record({"decision_id": str(i)}) for i in range(20)))
-    assert writes == ["MainThread"]  # twenty records, one group commit, on the loop
-    await writer.record({"decision_id": "20"})
-    assert len(writes) == 2
+    await writer.record({"decision_id": "0"})
+    await writer.record({"decision_id": "1"})
+    assert writes == ["MainThread", "MainThread"]  # one record a turn: fsync on the loop
+    await asyncio.gather(*(writer.record({"decision_id": str(i)}) for i in range(2, 22)))
+    assert writes[2:] == ["audit-spool"]  # twenty in one turn: one group commit, threaded
+    assert spool.inline  # still the mode: the next quiet turn is flushed on the loop again
+    await writer.record({"decision_id": "22"})
+    assert writes[3:] == ["MainThread"]
     await writer.close()
-    assert [r["decision_id"] for r in store.rows] == [str(i) for i in range(21)]
+    assert [r["decision_id"] for r in store.rows] == [str(i) for i in range(23)]
 
 
 async def test_inline_limit_zero_keeps_every_flush_in_the_writer_thread(tmp_path: Path) -> None:
