@@ -5,7 +5,8 @@ every record queued since the last one with one `pwrite` and one `fdatasync` (gr
 then reports how many records are durable. Flushes run in a writer thread, or, for an owner
 that asks (`on_queued`) and while a flush takes under `inline_limit` seconds on average, in the
 owner's thread: on a disk with a fast fsync, handing each flush to a thread and back costs more
-CPU than the flush itself (two wake-ups and GIL hand-offs, ~100 µs per request measured here).
+than the flush itself (two wake-ups and GIL hand-offs: ~45 µs of CPU and ~70 µs of latency per
+flush measured here, against ~30 µs of CPU for the pwrite and fdatasync).
 
 The database writer reads durable records back in order and acknowledges what it stored; the
 acknowledged position survives restarts, so a restarted process replays exactly the records

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,20 @@ def run_wrk(
         "p50_ms": raw["p50_us"] / 1e3,
         "p99_ms": raw["p99_us"] / 1e3,
     }
+
+
+def median_of_rounds(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Several wrk runs of one path as one result: the median run's figures (req/s and CPU per
+    request each the median over the runs), every run's req/s and CPU, failures summed."""
+    by_rps = sorted(rounds, key=lambda r: r["rps"])
+    result = dict(by_rps[(len(by_rps) - 1) // 2])
+    result["rps"] = statistics.median([r["rps"] for r in rounds])
+    cpu = [r["server_cpu_us_per_req"] for r in rounds if "server_cpu_us_per_req" in r]
+    if cpu:
+        result["server_cpu_us_per_req"] = statistics.median(cpu)
+    result["rounds"] = len(rounds)
+    result["rps_by_round"] = [r["rps"] for r in rounds]
+    result["cpu_us_per_req_by_round"] = cpu
+    for key in ("failed", "non_2xx", "socket_errors", "requests"):
+        result[key] = sum(r[key] for r in rounds)
+    return result

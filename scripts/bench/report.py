@@ -203,6 +203,13 @@ def _extras(results: dict[str, Any]) -> list[str]:
                 _fmt(added.get("share_of_naive_peak_pct"), 1),
             )
         )
+        rounds = [
+            f"{path} {_get(results, 'peak', path, 'rps_by_round')}"
+            for path in ("naive", "gateway")
+            if _get(results, "peak", path, "rps_by_round")
+        ]
+        if rounds:
+            out.append("peak req/s by round (median counts): " + "; ".join(rounds))
         out.append(
             "CPU per request at peak: gateway {} us more than naive; a core fully used would give "
             "~{} req/s (naive ~{})".format(

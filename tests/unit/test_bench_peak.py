@@ -1,0 +1,43 @@
+"""The overhead benchmark's peak phase: interleaved wrk rounds reduced to medians."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+
+from bench.peak import median_of_rounds  # noqa: E402
+from bench_gateway import share_of_naive  # noqa: E402
+
+
+def _run(rps: float, cpu: float, failed: int = 0) -> dict[str, Any]:
+    return {
+        "rps": rps,
+        "server_cpu_us_per_req": cpu,
+        "requests": int(rps * 10),
+        "failed": failed,
+        "non_2xx": failed,
+        "socket_errors": 0,
+        "p99_ms": rps / 100,
+    }
+
+
+def test_the_median_run_counts_and_every_run_is_kept() -> None:
+    result = median_of_rounds([_run(1000, 700), _run(1600, 600, failed=2), _run(1300, 650)])
+    assert result["rps"] == 1300
+    assert result["server_cpu_us_per_req"] == 650
+    assert result["p99_ms"] == 13.0  # the other figures are the median run's
+    assert result["rps_by_round"] == [1000, 1600, 1300]
+    assert result["cpu_us_per_req_by_round"] == [700, 600, 650]
+    assert (result["failed"], result["requests"], result["rounds"]) == (2, 39000, 3)
+
+
+def test_share_of_naive_is_the_median_of_side_by_side_ratios() -> None:
+    gateway = median_of_rounds([_run(1000, 700), _run(1500, 600), _run(1200, 650)])
+    naive = median_of_rounds([_run(2500, 300), _run(2000, 350), _run(3000, 290)])
+    # rounds: 40%, 75%, 40% -> 40%; the ratio of the medians would say 1200/2500 = 48%
+    assert share_of_naive(gateway, naive) == 40.0
+    assert share_of_naive({"rps": 500}, {"rps": 1000}) == 50.0  # a single run
