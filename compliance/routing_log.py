@@ -12,8 +12,8 @@ event loop, into canonical bytes (compliance.audit.record_codec) that go unchang
 spool into the database and its hash; and the storing task writes one transaction per
 `batch_size` records or per `linger` seconds, whichever comes first, so under load a
 transaction carries hundreds of records (fsync flushes in between do not wake it). On a disk
-with a fast fsync the spool is flushed on the event loop itself, once per loop turn, instead
-of in its writer thread (see compliance.audit.spool).
+with a fast fsync, a loop turn that spooled a single record fsyncs it on the event loop itself
+instead of waking the spool's writer thread (see compliance.audit.spool).
 """
 
 from __future__ import annotations

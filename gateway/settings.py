@@ -108,8 +108,9 @@ class Settings(BaseSettings):
     audit_spool_inline_flush_ms: float = Field(
         0.5,
         ge=0,
-        description="fsync the spool on the event loop (once per loop turn) while a flush "
-        "takes less than this on average, else in a writer thread; 0: always the thread",
+        description="fsync a quiet event-loop turn's routing record on the loop itself while a "
+        "spool flush takes less than this on average (else the writer thread does every "
+        "flush); 0: always the thread",
     )
     audit_signing_key: Path | None = Field(
         None,
