@@ -10,12 +10,18 @@ scope. Per span it only joins those pieces with the ids and timestamps and frame
 (tag and length). The bytes decode to messages equal to the SDK's (tests compare them). Sending
 (endpoint, headers, compression, retries) is the SDK exporter's own; a batch the encoder does
 not cover (events, links, trace state) is exported by the SDK as it is.
+
+Encoding runs in the export thread and holds the GIL. Python hands the GIL to a waiting thread
+only after a 5 ms switch interval, so the event loop waited that long, again and again, while a
+batch of hundreds of spans was encoded; that was the largest source of the p99 latency at
+moderate rates. The encoder therefore offers the GIL (`time.sleep(0)`) every few spans.
 """
 
 from __future__ import annotations
 
 import logging
 import struct
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, cast
 
@@ -48,6 +54,7 @@ _TIMES = struct.Struct("<BQBQ")  # Span.start_time_unix_nano = 7, end_time_unix_
 _START_TAG, _END_TAG = 0x39, 0x41
 _ATTRIBUTES = b"\x4a"  # Span.attributes = 9, bytes
 _INT64_MIN, _INT64_MAX, _UINT64_MASK = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
+YIELD_EVERY = 8  # spans encoded between offers of the GIL (~130 µs of work here)
 
 
 def encode_value(value: Any) -> AnyValue:
@@ -176,7 +183,9 @@ class SpanEncoder:
     def request(self, spans: Sequence[ReadableSpan]) -> bytes:
         """A batch as one export request, grouped by resource and instrumentation scope."""
         groups: dict[int, tuple[Any, dict[int, tuple[Any, list[bytes]]]]] = {}
-        for span in spans:
+        for number, span in enumerate(spans, start=1):
+            if number % YIELD_EVERY == 0:
+                time.sleep(0)  # let a waiting event loop run (see the module docstring)
             resource, scope = span.resource, span.instrumentation_scope
             scopes = groups.setdefault(id(resource), (resource, {}))[1]
             framed = _framed(_SPANS, self.span(span))

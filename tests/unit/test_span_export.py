@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -206,3 +208,45 @@ def test_exporter_reports_a_failing_collector() -> None:
         assert exporter.export(_batch()) is SpanExportResult.FAILURE
     finally:
         exporter.shutdown()
+
+
+def test_encoding_a_large_batch_lets_other_threads_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread waiting for the GIL (the event loop) gets it every few spans, not only after
+    the interpreter's switch interval (raised here so that only the encoder's offers count)."""
+    batch = [_span(n, attributes={"residency.decision_id": f"d-{n}"}) for n in range(6000)]
+    encoder = SpanEncoder({"residency.decision_id"})
+
+    def longest_wait_while_encoding() -> tuple[float, float]:
+        gaps: list[float] = []
+        done = threading.Event()
+
+        def encode() -> None:
+            started = time.perf_counter()
+            encoder.request(batch)
+            gaps.append(time.perf_counter() - started)
+            done.set()
+
+        worker = threading.Thread(target=encode)
+        last = time.perf_counter()
+        worker.start()
+        longest = 0.0
+        while True:  # one more wake-up after the encoder finishes: that gap counts too
+            finished = done.is_set()
+            time.sleep(0.0002)
+            now = time.perf_counter()
+            longest, last = max(longest, now - last), now
+            if finished:
+                break
+        worker.join()
+        return longest, gaps[0]
+
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)
+    try:
+        waited, took = longest_wait_while_encoding()
+        monkeypatch.setattr("gateway.span_export.YIELD_EVERY", len(batch) + 1)
+        waited_without, took_without = longest_wait_while_encoding()
+    finally:
+        sys.setswitchinterval(previous)
+    assert waited_without > 0.5 * took_without  # the check itself can see a held GIL
+    assert waited < 0.25 * took
