@@ -10,14 +10,13 @@ flush measured here, against ~30 µs of CPU for the pwrite and fdatasync).
 
 The database writer reads durable records back in order and acknowledges what it stored; the
 acknowledged position survives restarts, so a restarted process replays exactly the records
-not yet acknowledged (the database skips any it already holds). Each process claims its own
-slot directory with an exclusive `flock`, released by the kernel even on `kill -9`.
+not yet acknowledged (the database skips any it already holds). Each process writes in a slot
+directory of its own (compliance.audit.spool_files).
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import threading
@@ -27,14 +26,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from compliance.audit.frames import frame, parse_frames
+from compliance.audit.spool_files import (
+    Segment,
+    SpoolBusy,
+    SpoolError,
+    claim_free_slot,
+    claim_slot,
+    slots,
+)
+
+__all__ = ["Position", "Spool", "SpoolBusy", "SpoolError"]
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 16 * 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
-MAX_SLOTS = 1024
 ACK_FILE = "ack"
-LOCK_FILE = "lock"
 SUFFIX = ".spool"
 INLINE_FLUSH_LIMIT = 0.0005
 """Flushes run in the owner's thread while one takes less than this (seconds, moving average)."""
@@ -47,45 +54,12 @@ QueuedCallback = Callable[[], None]
 call `Spool.write_queued()` soon (every record queued until then goes in that flush)."""
 
 
-class SpoolError(Exception):
-    """The spool cannot accept records (closed, or a write or fsync failed)."""
-
-
-class SpoolBusy(SpoolError):
-    """Another live process holds this slot."""
-
-
 @dataclass(frozen=True, order=True, slots=True)
 class Position:
     """A place in the spool: segment number and byte offset (a frame boundary)."""
 
     segment: int
     offset: int
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _Segment:
-    """The segment being written."""
-
-    def __init__(self, path: Path, number: int, size: int) -> None:
-        self.path = path
-        self.number = number
-        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            os.posix_fallocate(self.fd, 0, size)  # later fdatasyncs need not grow the file
-        except OSError:
-            os.ftruncate(self.fd, size)
-        os.fsync(self.fd)
-        _fsync_dir(path.parent)
-        self.size = size
-        self.end = 0
 
 
 class Spool:
@@ -112,7 +86,7 @@ class Spool:
         self._acked_records = 0
         self._recovered = 0
         self._sealed: dict[int, int] = {}  # finished segments: number -> end of valid data
-        self._active: _Segment | None = None
+        self._active: Segment | None = None
         self._durable = Position(0, 0)
         self._ack = Position(0, 0)
         self._failure: BaseException | None = None
@@ -139,42 +113,25 @@ class Spool:
         self._on_flush = on_flush
         self._on_queued = on_queued
         self._inline = on_queued is not None and self.inline_limit > 0
-        self.directory = self._claim_slot() if slot is None else self._claim(slot)
+        if slot is None:
+            self.directory, self._lock_fd = claim_free_slot(self.root)
+        else:
+            self.directory, self._lock_fd = slot, claim_slot(slot)
         self._ack = self._read_ack()
         numbers = sorted(int(p.stem) for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
         for number in numbers:
             self._recover_segment(number)
         next_number = max([*numbers, self._ack.segment, 0]) + 1
-        self._active = _Segment(self._segment_path(next_number), next_number, self.segment_bytes)
+        self._active = Segment(self._segment_path(next_number), next_number, self.segment_bytes)
         self._durable = Position(next_number, 0)
         self._thread = threading.Thread(target=self._run, name="audit-spool", daemon=True)
         self._thread.start()
         if self._recovered:
             logger.warning("audit spool %s: %d records to replay", self.directory, self._recovered)
 
-    def _claim_slot(self) -> Path:
-        self.root.mkdir(parents=True, exist_ok=True)
-        for index in range(MAX_SLOTS):
-            try:
-                return self._claim(self.root / f"slot-{index}")
-            except SpoolBusy:
-                continue
-        raise SpoolError(f"audit spool {self.root}: all {MAX_SLOTS} slots are in use")
-
-    def _claim(self, directory: Path) -> Path:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SpoolBusy(f"audit spool slot {directory} is in use") from None
-        self._lock_fd = fd
-        return directory
-
     def other_slots(self) -> list[Path]:
         """Slot directories under the root other than this spool's (live or abandoned)."""
-        return sorted(p for p in self.root.glob("slot-*") if p.is_dir() and p != self.directory)
+        return [p for p in slots(self.root) if p != self.directory]
 
     def _segment_path(self, number: int) -> Path:
         assert self.directory is not None
@@ -317,11 +274,11 @@ class Spool:
         elif not self._inline and self.flush_seconds < self.inline_limit / 2:
             self._inline = True
 
-    def _rotate(self, size: int) -> _Segment:
+    def _rotate(self, size: int) -> Segment:
         old = self._active
         assert old is not None
         number = old.number + 1
-        new = _Segment(self._segment_path(number), number, size)
+        new = Segment(self._segment_path(number), number, size)
         with self._lock:
             self._sealed[old.number] = old.end
             self._active = new

@@ -1,0 +1,79 @@
+"""The files under a spool: slot directories a process claims, and the segments it writes.
+
+Each process claims its own slot directory with an exclusive `flock` on the slot's lock file,
+released by the kernel even on `kill -9`. A segment is preallocated and its creation fsynced
+(file and directory), so the spool's later `fdatasync`s need not grow the file.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from pathlib import Path
+
+MAX_SLOTS = 1024
+LOCK_FILE = "lock"
+
+
+class SpoolError(Exception):
+    """The spool cannot accept records (closed, or a write or fsync failed)."""
+
+
+class SpoolBusy(SpoolError):
+    """Another live process holds this slot."""
+
+
+def claim_free_slot(root: Path) -> tuple[Path, int]:
+    """The first slot under `root` no live process holds, and its lock's descriptor."""
+    root.mkdir(parents=True, exist_ok=True)
+    for index in range(MAX_SLOTS):
+        directory = root / f"slot-{index}"
+        try:
+            return directory, claim_slot(directory)
+        except SpoolBusy:
+            continue
+    raise SpoolError(f"audit spool {root}: all {MAX_SLOTS} slots are in use")
+
+
+def claim_slot(directory: Path) -> int:
+    """Lock `directory` as this process's slot; the lock's descriptor (closing it releases
+    the slot). SpoolBusy if another process holds it."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise SpoolBusy(f"audit spool slot {directory} is in use") from None
+    return fd
+
+
+def slots(root: Path) -> list[Path]:
+    """Every slot directory under `root` (live or abandoned)."""
+    return sorted(p for p in root.glob("slot-*") if p.is_dir())
+
+
+def fsync_dir(path: Path) -> None:
+    """Make a directory's entries (a created or renamed file) durable."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class Segment:
+    """A new, preallocated segment file being written."""
+
+    def __init__(self, path: Path, number: int, size: int) -> None:
+        self.path = path
+        self.number = number
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.posix_fallocate(self.fd, 0, size)  # later fdatasyncs need not grow the file
+        except OSError:
+            os.ftruncate(self.fd, size)
+        os.fsync(self.fd)
+        fsync_dir(path.parent)
+        self.size = size
+        self.end = 0
