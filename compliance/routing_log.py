@@ -13,7 +13,9 @@ spool into the database and its hash; and the storing task writes one transactio
 `batch_size` records or per `linger` seconds, whichever comes first, so under load a
 transaction carries hundreds of records (fsync flushes in between do not wake it). On a disk
 with a fast fsync, a loop turn that spooled a single record fsyncs it on the event loop itself
-instead of waking the spool's writer thread (see compliance.audit.spool).
+instead of waking the spool's writer thread (see compliance.audit.spool). While the backlog is
+short, batches are stored by a thread at idle CPU priority (compliance.idle_priority): on a
+busy core they wait for a moment request handling leaves free, rather than delaying requests.
 """
 
 from __future__ import annotations
@@ -22,14 +24,19 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from compliance.audit import record_codec
 from compliance.audit.record_codec import Encoded
 from compliance.audit.spool import Position, Spool, SpoolError
+from compliance.idle_priority import idle_executor
 from compliance.store.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
+
+IDLE_BATCH_MAX = 192
+"""Most records one idle-priority batch stores (see RoutingLogWriter._store_batch)."""
 
 INLINE_FLUSH_MAX_RECORDS = 1
 """A loop turn that spooled more records than this is busy: its flush goes to the spool's
@@ -124,6 +131,7 @@ class RoutingLogWriter:
         on_poison: PoisonHandler = _log_poison,
         jobs: Sequence[PeriodicJob] = (),
         job_interval: float = 1.0,
+        idle_backlog: int = 0,
     ) -> None:
         self._sink = sink
         self._spool = spool
@@ -134,6 +142,8 @@ class RoutingLogWriter:
         self._on_poison = on_poison
         self._jobs = tuple(jobs)
         self._job_interval = job_interval
+        self._idle_backlog = idle_backlog
+        self._idle_pool: ThreadPoolExecutor | None = None
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()
         self._wakeup = asyncio.Event()
         self._wake_at = 1  # durable count at which a flush wakes the storing task
@@ -156,6 +166,8 @@ class RoutingLogWriter:
         self._loop = asyncio.get_running_loop()
         self._spool.open(self._flushed_from_thread, on_queued=self._flush_this_turn)
         self._position = self._spool.ack_position
+        if self._idle_backlog > 0:
+            self._idle_pool = idle_executor("routing-log-idle")
         self._task = asyncio.create_task(self._run(), name="routing-log-writer")
         self._adopter = asyncio.create_task(self._adopt_orphans(), name="routing-log-orphans")
 
@@ -170,7 +182,9 @@ class RoutingLogWriter:
                 position, delay = orphan.ack_position, 0.05
                 while orphan.pending:
                     try:
-                        stored, position = await asyncio.to_thread(self._drain, orphan, position)
+                        stored, position = await asyncio.to_thread(
+                            self._drain, orphan, position, self._batch_size
+                        )
                     except Exception as exc:
                         logger.warning("routing log: abandoned spool %s: %s", slot, exc)
                         if self._closing:
@@ -240,7 +254,7 @@ class RoutingLogWriter:
             closing = self._closing  # then this drain sees all records (close() flushes first)
             seen = self._spool.durable_count  # this drain reads at least these
             try:
-                stored = await asyncio.to_thread(self._drain_once)
+                stored, full = await self._store_batch()
             except Exception as exc:  # records stay in the spool; the store may come back
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, StoreUnavailable):
@@ -256,7 +270,7 @@ class RoutingLogWriter:
             if stored:
                 self.last_error = None
                 await self._run_jobs(stored)
-                if stored >= self._batch_size:
+                if full:
                     continue  # a backlog: store the next batch at once
             elif closing:
                 return
@@ -266,6 +280,27 @@ class RoutingLogWriter:
                 await self._run_jobs(0)
                 continue
             await self._wait(seen + self._batch_size, self._linger)  # let a batch gather
+
+    async def _store_batch(self) -> tuple[int, bool]:
+        """Store one batch in a thread: (records read, whether the batch was full).
+
+        While the backlog is short, a small batch at idle priority (it may wait long for a
+        free moment, and holds the database's write lock only briefly). Past `idle_backlog`,
+        at normal priority, just the excess: a saturated core stores what each linger period
+        brings, in batches no larger than without idle priority, the idle thread the rest.
+        """
+        pool, backlog = self._idle_pool, self.pending
+        if pool is None or self._closing:
+            limit = self._batch_size
+        elif backlog < self._idle_backlog:
+            limit = min(self._batch_size, IDLE_BATCH_MAX)
+            assert self._loop is not None
+            stored = await self._loop.run_in_executor(pool, self._drain_once, limit)
+            return stored, stored >= limit
+        else:
+            limit = min(self._batch_size, backlog - self._idle_backlog + 1)
+        stored = await asyncio.to_thread(self._drain_once, limit)
+        return stored, stored >= limit
 
     async def _wait(self, durable: int, seconds: float) -> bool:
         """Wait until `durable` records of this process are fsynced, close() is called or
@@ -298,14 +333,14 @@ class RoutingLogWriter:
         except Exception:
             logger.exception("audit job %s failed", type(job).__name__)
 
-    def _drain_once(self) -> int:
+    def _drain_once(self, limit: int) -> int:
         """Store one batch of this process's spooled records; returns how many were read."""
-        count, self._position = self._drain(self._spool, self._position)
+        count, self._position = self._drain(self._spool, self._position, limit)
         return count
 
-    def _drain(self, spool: Spool, position: Position) -> tuple[int, Position]:
+    def _drain(self, spool: Spool, position: Position, limit: int) -> tuple[int, Position]:
         """Store one batch of durable records from `position`; (records read, next position)."""
-        payloads, after = spool.read(position, self._batch_size)
+        payloads, after = spool.read(position, limit)
         if not payloads:
             return 0, position
         sink = self._sink
@@ -374,6 +409,9 @@ class RoutingLogWriter:
                 self._task.cancel()
                 logger.error("routing log: not stored within %gs; the spool keeps the rest", grace)
                 return  # a store call may still be running: leave the spool to process exit
+            finally:
+                if self._idle_pool is not None:
+                    self._idle_pool.shutdown(wait=False)
         for job in self._jobs:
             if job.run_at_close:
                 await self._run_job(job)

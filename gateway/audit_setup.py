@@ -49,6 +49,7 @@ def routing_log_writer(
         durability=settings.audit_durability,
         batch_size=settings.routing_log_batch_size,
         linger=settings.routing_log_linger_ms / 1000,
+        idle_backlog=settings.routing_log_idle_backlog,
         on_poison=on_poison,
         jobs=jobs,
         job_interval=min(1.0, settings.audit_checkpoint_seconds),

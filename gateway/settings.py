@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         description="longest wait before spooled routing records are stored in the database "
         "(they are durable in the spool meanwhile); longer: fewer, larger transactions",
     )
+    routing_log_idle_backlog: int = Field(
+        2048,
+        ge=0,
+        description="store routing records in the database from a thread at idle CPU priority "
+        "(Linux SCHED_IDLE: it runs when request handling leaves the core free) while fewer "
+        "than this many wait, at normal priority beyond; 0: always at normal priority",
+    )
     audit_durability: Literal["strict", "relaxed"] = Field(
         "strict",
         description="strict: a response completes only once its routing record is fsynced",

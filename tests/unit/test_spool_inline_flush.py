@@ -138,6 +138,7 @@ async def test_settings_reach_the_writer_and_its_spool(tmp_path: Path) -> None:
         audit_spool_inline_flush_ms=0,
         routing_log_linger_ms=250,
         routing_log_batch_size=7,
+        routing_log_idle_backlog=99,
     )
     engine = create_store_engine(f"sqlite:///{tmp_path / 'gateway.db'}")
     chain = AuditChain(engine, Ed25519PrivateKey.generate())
@@ -145,7 +146,7 @@ async def test_settings_reach_the_writer_and_its_spool(tmp_path: Path) -> None:
     spool = writer._spool
     assert spool.root == tmp_path / "audit-spool"
     assert spool.inline_limit == 0
-    assert (writer._linger, writer._batch_size) == (0.25, 7)
+    assert (writer._linger, writer._batch_size, writer._idle_backlog) == (0.25, 7, 99)
     writer.start()
     await writer.record({"decision_id": "x"})
     assert not spool.inline  # 0 ms: every flush in the writer thread
@@ -153,3 +154,4 @@ async def test_settings_reach_the_writer_and_its_spool(tmp_path: Path) -> None:
     engine.dispose()
     defaults = Settings(data_dir=tmp_path)
     assert (defaults.audit_spool_inline_flush_ms, defaults.routing_log_linger_ms) == (0.5, 50.0)
+    assert defaults.routing_log_idle_backlog == 2048
