@@ -23,14 +23,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Literal, Protocol
 
-from compliance.audit import record_codec
-from compliance.audit.record_codec import Encoded
 from compliance.audit.spool import Position, Spool, SpoolError
 from compliance.idle_priority import idle_executor
+from compliance.routing_batches import (
+    BatchStore,
+    PoisonHandler,
+    Record,
+    RoutingLogSink,
+    encode,
+    log_poison,
+)
 from compliance.store.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -42,25 +48,7 @@ INLINE_FLUSH_MAX_RECORDS = 1
 """A loop turn that spooled more records than this is busy: its flush goes to the spool's
 writer thread, so the loop serves other requests while the disk syncs."""
 
-Record = Mapping[str, Any]
 Durability = Literal["strict", "relaxed"]
-
-
-class RoutingLogSink(Protocol):
-    """Where batches of routing records end up (the database store)."""
-
-    def append_batch(self, records: Sequence[Record], *, skip_existing: bool = False) -> int:
-        """Persist all records in one transaction (leaving out stored ones) or raise."""
-        ...
-
-
-@runtime_checkable
-class EncodedSink(Protocol):
-    """A sink that stores `record_codec` payloads as they are (RoutingLogStore)."""
-
-    def append_encoded(self, items: Sequence[Encoded], *, skip_existing: bool = False) -> int:
-        """Persist all items in one transaction (leaving out stored ones) or raise."""
-        ...
 
 
 class PeriodicJob(Protocol):
@@ -80,35 +68,6 @@ class PeriodicJob(Protocol):
         ...
 
 
-PoisonHandler = Callable[[Record, str], None]
-
-
-def _log_poison(record: Record, error: str) -> None:
-    logger.error("routing record %s rejected by the store: %s", record.get("decision_id"), error)
-
-
-def encode(record: Record) -> bytes:
-    """A record as spool bytes: canonical, ready to hash and store (record_codec); a record
-    that is not valid is spooled as plain JSON, for the store to reject with its reason."""
-    try:
-        return record_codec.encode_record(record)
-    except (TypeError, ValueError):
-        return record_codec.legacy_payload(record)
-
-
-def decode(payload: bytes) -> dict[str, Any]:
-    """The record `encode` wrote (timestamps as datetimes)."""
-    return record_codec.decode(payload)
-
-
-def _readable(payload: bytes) -> Record:
-    """A spooled record for an error report, however damaged."""
-    try:
-        return decode(payload)
-    except ValueError:
-        return {"spool_payload": payload.decode("utf-8", "replace")}
-
-
 class RoutingLogWriter:
     """Spool first, database second (see the module docstring).
 
@@ -116,7 +75,9 @@ class RoutingLogWriter:
     when that many are durable or `linger` seconds after the previous one (at once while a
     backlog remains). A failed database write is retried with back-off (records stay in the
     spool); a batch the store rejects for its content is retried record by record and a record
-    that still fails goes to `on_poison`, so one bad record cannot block the log.
+    that still fails goes to `on_poison` (compliance.routing_batches). With `idle_backlog` >
+    0, batches are stored at idle CPU priority while fewer records than that wait (see
+    `_store_batch`).
     """
 
     def __init__(
@@ -128,18 +89,17 @@ class RoutingLogWriter:
         batch_size: int = 512,
         retry_max: float = 5.0,
         linger: float = 0.05,
-        on_poison: PoisonHandler = _log_poison,
+        on_poison: PoisonHandler = log_poison,
         jobs: Sequence[PeriodicJob] = (),
         job_interval: float = 1.0,
         idle_backlog: int = 0,
     ) -> None:
-        self._sink = sink
+        self._batches = BatchStore(sink, on_poison)
         self._spool = spool
         self.durability = durability
         self._batch_size = batch_size
         self._retry_max = retry_max
         self._linger = linger
-        self._on_poison = on_poison
         self._jobs = tuple(jobs)
         self._job_interval = job_interval
         self._idle_backlog = idle_backlog
@@ -152,8 +112,12 @@ class RoutingLogWriter:
         self._adopter: asyncio.Task[None] | None = None
         self._position = Position(0, 0)
         self._closing = False
-        self.written = 0
         self.last_error: str | None = None
+
+    @property
+    def written(self) -> int:
+        """Records this writer stored in the database."""
+        return self._batches.written
 
     @property
     def pending(self) -> int:
@@ -183,7 +147,7 @@ class RoutingLogWriter:
                 while orphan.pending:
                     try:
                         stored, position = await asyncio.to_thread(
-                            self._drain, orphan, position, self._batch_size
+                            self._batches.drain, orphan, position, self._batch_size
                         )
                     except Exception as exc:
                         logger.warning("routing log: abandoned spool %s: %s", slot, exc)
@@ -335,60 +299,8 @@ class RoutingLogWriter:
 
     def _drain_once(self, limit: int) -> int:
         """Store one batch of this process's spooled records; returns how many were read."""
-        count, self._position = self._drain(self._spool, self._position, limit)
+        count, self._position = self._batches.drain(self._spool, self._position, limit)
         return count
-
-    def _drain(self, spool: Spool, position: Position, limit: int) -> tuple[int, Position]:
-        """Store one batch of durable records from `position`; (records read, next position)."""
-        payloads, after = spool.read(position, limit)
-        if not payloads:
-            return 0, position
-        sink = self._sink
-        if isinstance(sink, EncodedSink):
-            self.written += self._write(sink.append_encoded, self._parsed(payloads))
-        else:
-            self.written += self._write(sink.append_batch, self._decoded(payloads))
-        spool.acknowledge(after, len(payloads))
-        return len(payloads), after
-
-    def _parsed(self, payloads: list[bytes]) -> list[Encoded]:
-        items: list[Encoded] = []
-        for payload in payloads:
-            try:
-                items.append(record_codec.parse(payload))
-            except ValueError as exc:
-                self._on_poison(_readable(payload), str(exc))
-        return items
-
-    def _decoded(self, payloads: list[bytes]) -> list[Record]:
-        records: list[Record] = []
-        for payload in payloads:
-            try:
-                records.append(decode(payload))
-            except ValueError as exc:
-                self._on_poison(_readable(payload), str(exc))
-        return records
-
-    def _write(self, append: Callable[..., int], batch: Sequence[Any]) -> int:
-        """`append(batch)`; if the store refuses it for its content, record by record."""
-        if not batch:
-            return 0
-        try:
-            return append(batch, skip_existing=True)
-        except StoreUnavailable:
-            raise
-        except Exception:
-            pass
-        written = 0
-        for item in batch:  # isolate the record(s) the store refuses
-            try:
-                written += append([item], skip_existing=True)
-            except StoreUnavailable:
-                raise
-            except Exception as exc:
-                record = _readable(item.payload) if isinstance(item, Encoded) else item
-                self._on_poison(record, f"{type(exc).__name__}: {exc}")
-        return written
 
     async def close(self, grace: float = 10.0) -> None:
         """Store what is spooled (up to `grace` seconds), then stop; the rest waits in the spool."""

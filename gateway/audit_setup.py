@@ -8,7 +8,8 @@ from sqlalchemy import Engine
 from compliance.audit.keys import load_or_create_signing_key, load_signing_key, read_public_key
 from compliance.audit.service import AuditChain
 from compliance.audit.spool import Spool
-from compliance.routing_log import PeriodicJob, PoisonHandler, RoutingLogSink, RoutingLogWriter
+from compliance.routing_batches import PoisonHandler, RoutingLogSink
+from compliance.routing_log import PeriodicJob, RoutingLogWriter
 from gateway.settings import Settings
 
 

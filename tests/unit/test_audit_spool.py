@@ -13,7 +13,8 @@ import pytest
 
 from compliance.audit.frames import frame, parse_frames
 from compliance.audit.spool import Position, Spool, SpoolError
-from compliance.routing_log import RoutingLogWriter, decode, encode
+from compliance.routing_batches import decode, encode
+from compliance.routing_log import RoutingLogWriter
 from compliance.store.migrate import upgrade
 from compliance.store.routing_log_store import RoutingLogStore
 from tests.audit_chain_support import decision
@@ -73,7 +74,7 @@ CRASH = textwrap.dedent(
     spool.open()
     for i in range(int(sys.argv[3])):
         if len(sys.argv) > 6:  # real routing records
-            from compliance.routing_log import encode
+            from compliance.routing_batches import encode
             from tests.audit_chain_support import decision
             spool.append(encode(decision(i)))
         else:

@@ -21,7 +21,8 @@ from compliance.audit.canonical import Kind, entry_bytes, normalise_fields
 from compliance.audit.ledger import append_entries
 from compliance.audit.spool import Spool
 from compliance.audit.verify import verify
-from compliance.routing_log import RoutingLogWriter, decode, encode
+from compliance.routing_batches import decode, encode
+from compliance.routing_log import RoutingLogWriter
 from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade

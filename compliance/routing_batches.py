@@ -1,0 +1,129 @@
+"""Storing one batch of spooled routing records in the database (the routing log's sink).
+
+A batch the sink refuses for its content is retried record by record, and a record that still
+fails goes to a poison handler, so one bad record cannot block the log; a sink that is down
+(StoreUnavailable) fails the whole batch, which stays in the spool for the next try.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from compliance.audit import record_codec
+from compliance.audit.record_codec import Encoded
+from compliance.audit.spool import Position, Spool
+from compliance.store.errors import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+Record = Mapping[str, Any]
+
+
+class RoutingLogSink(Protocol):
+    """Where batches of routing records end up (the database store)."""
+
+    def append_batch(self, records: Sequence[Record], *, skip_existing: bool = False) -> int:
+        """Persist all records in one transaction (leaving out stored ones) or raise."""
+        ...
+
+
+@runtime_checkable
+class EncodedSink(Protocol):
+    """A sink that stores `record_codec` payloads as they are (RoutingLogStore)."""
+
+    def append_encoded(self, items: Sequence[Encoded], *, skip_existing: bool = False) -> int:
+        """Persist all items in one transaction (leaving out stored ones) or raise."""
+        ...
+
+
+PoisonHandler = Callable[[Record, str], None]
+
+
+def log_poison(record: Record, error: str) -> None:
+    """The default poison handler: log the record's id and the store's reason."""
+    logger.error("routing record %s rejected by the store: %s", record.get("decision_id"), error)
+
+
+def encode(record: Record) -> bytes:
+    """A record as spool bytes: canonical, ready to hash and store (record_codec); a record
+    that is not valid is spooled as plain JSON, for the store to reject with its reason."""
+    try:
+        return record_codec.encode_record(record)
+    except (TypeError, ValueError):
+        return record_codec.legacy_payload(record)
+
+
+def decode(payload: bytes) -> dict[str, Any]:
+    """The record `encode` wrote (timestamps as datetimes)."""
+    return record_codec.decode(payload)
+
+
+def _readable(payload: bytes) -> Record:
+    """A spooled record for an error report, however damaged."""
+    try:
+        return decode(payload)
+    except ValueError:
+        return {"spool_payload": payload.decode("utf-8", "replace")}
+
+
+class BatchStore:
+    """Reads durable records from a spool, stores them in `sink` and acknowledges them."""
+
+    def __init__(self, sink: RoutingLogSink, on_poison: PoisonHandler = log_poison) -> None:
+        self._sink = sink
+        self._on_poison = on_poison
+        self.written = 0
+
+    def drain(self, spool: Spool, position: Position, limit: int) -> tuple[int, Position]:
+        """Store one batch of durable records from `position`; (records read, next position)."""
+        payloads, after = spool.read(position, limit)
+        if not payloads:
+            return 0, position
+        sink = self._sink
+        if isinstance(sink, EncodedSink):
+            self.written += self._write(sink.append_encoded, self._parsed(payloads))
+        else:
+            self.written += self._write(sink.append_batch, self._decoded(payloads))
+        spool.acknowledge(after, len(payloads))
+        return len(payloads), after
+
+    def _parsed(self, payloads: list[bytes]) -> list[Encoded]:
+        items: list[Encoded] = []
+        for payload in payloads:
+            try:
+                items.append(record_codec.parse(payload))
+            except ValueError as exc:
+                self._on_poison(_readable(payload), str(exc))
+        return items
+
+    def _decoded(self, payloads: list[bytes]) -> list[Record]:
+        records: list[Record] = []
+        for payload in payloads:
+            try:
+                records.append(decode(payload))
+            except ValueError as exc:
+                self._on_poison(_readable(payload), str(exc))
+        return records
+
+    def _write(self, append: Callable[..., int], batch: Sequence[Any]) -> int:
+        """`append(batch)`; if the store refuses it for its content, record by record."""
+        if not batch:
+            return 0
+        try:
+            return append(batch, skip_existing=True)
+        except StoreUnavailable:
+            raise
+        except Exception:
+            pass
+        written = 0
+        for item in batch:  # isolate the record(s) the store refuses
+            try:
+                written += append([item], skip_existing=True)
+            except StoreUnavailable:
+                raise
+            except Exception as exc:
+                record = _readable(item.payload) if isinstance(item, Encoded) else item
+                self._on_poison(record, f"{type(exc).__name__}: {exc}")
+        return written
