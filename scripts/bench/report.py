@@ -172,10 +172,12 @@ def _extras(results: dict[str, Any]) -> list[str]:
         routed = records.get("responses_ok") or 0
         out.append(
             "tracing: every request sampled, spans exported over OTLP/HTTP to a stand-in "
-            "collector: {:,} spans received in {:,} exports ({} per response) {}".format(
+            "collector: {:,} spans received in {:,} exports ({} per response, {:,} short of 2 "
+            "per response: dropped) {}".format(
                 traces["spans"],
                 traces["exports"],
                 _fmt(traces["spans"] / routed if routed else None, 2),
+                max(0, 2 * routed - traces["spans"]),
                 traces.get("by_name", {}),
             )
         )

@@ -1,4 +1,4 @@
-"""The overhead benchmark's peak phase: interleaved wrk rounds reduced to medians."""
+"""The overhead benchmark: interleaved wrk rounds reduced to medians, and its report."""
 
 from __future__ import annotations
 
@@ -41,3 +41,14 @@ def test_share_of_naive_is_the_median_of_side_by_side_ratios() -> None:
     # rounds: 40%, 75%, 40% -> 40%; the ratio of the medians would say 1200/2500 = 48%
     assert share_of_naive(gateway, naive) == 40.0
     assert share_of_naive({"rps": 500}, {"rps": 1000}) == 50.0  # a single run
+
+
+def test_the_report_counts_spans_dropped_on_the_way_to_the_collector() -> None:
+    from bench.report import _extras
+
+    results = {
+        "traces": {"spans": 1990, "exports": 4, "by_name": {}},
+        "records": {"responses_ok": 1000},
+    }
+    line = next(x for x in _extras(results) if x.startswith("tracing:"))
+    assert "1.99 per response, 10 short of 2 per response: dropped" in line
