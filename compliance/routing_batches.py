@@ -68,7 +68,7 @@ def _readable(payload: bytes) -> Record:
         return {"spool_payload": payload.decode("utf-8", "replace")}
 
 
-class BatchStore:
+class SpoolDrain:
     """Reads durable records from a spool, stores them in `sink` and acknowledges them."""
 
     def __init__(self, sink: RoutingLogSink, on_poison: PoisonHandler = log_poison) -> None:

@@ -30,10 +30,10 @@ from typing import Literal, Protocol
 from compliance.audit.spool import Position, Spool, SpoolError
 from compliance.idle_priority import idle_executor
 from compliance.routing_batches import (
-    BatchStore,
     PoisonHandler,
     Record,
     RoutingLogSink,
+    SpoolDrain,
     encode,
     log_poison,
 )
@@ -94,7 +94,7 @@ class RoutingLogWriter:
         job_interval: float = 1.0,
         idle_backlog: int = 0,
     ) -> None:
-        self._batches = BatchStore(sink, on_poison)
+        self._spool_drain = SpoolDrain(sink, on_poison)
         self._spool = spool
         self.durability = durability
         self._batch_size = batch_size
@@ -117,7 +117,7 @@ class RoutingLogWriter:
     @property
     def written(self) -> int:
         """Records this writer stored in the database."""
-        return self._batches.written
+        return self._spool_drain.written
 
     @property
     def pending(self) -> int:
@@ -147,7 +147,7 @@ class RoutingLogWriter:
                 while orphan.pending:
                     try:
                         stored, position = await asyncio.to_thread(
-                            self._batches.drain, orphan, position, self._batch_size
+                            self._spool_drain.drain, orphan, position, self._batch_size
                         )
                     except Exception as exc:
                         logger.warning("routing log: abandoned spool %s: %s", slot, exc)
@@ -248,21 +248,21 @@ class RoutingLogWriter:
     async def _store_batch(self) -> tuple[int, bool]:
         """Store one batch in a thread: (records read, whether the batch was full).
 
-        While the backlog is short, a small batch at idle priority (it may wait long for a
-        free moment, and holds the database's write lock only briefly). Past `idle_backlog`,
-        at normal priority, just the excess: a saturated core stores what each linger period
-        brings, in batches no larger than without idle priority, the idle thread the rest.
+        While the backlog is short: a small batch at idle priority (it may wait long for a
+        free moment, and holds the database's write lock only briefly). Past `idle_backlog`
+        (a saturated core): only the excess, at normal priority, so these batches are no
+        larger than without idle priority; the idle thread stores the rest when it can.
         """
         pool, backlog = self._idle_pool, self.pending
-        if pool is None or self._closing:
-            limit = self._batch_size
-        elif backlog < self._idle_backlog:
+        idle = pool is not None and not self._closing
+        if idle and backlog < self._idle_backlog:
             limit = min(self._batch_size, IDLE_BATCH_MAX)
             assert self._loop is not None
             stored = await self._loop.run_in_executor(pool, self._drain_once, limit)
             return stored, stored >= limit
-        else:
-            limit = min(self._batch_size, backlog - self._idle_backlog + 1)
+        limit = self._batch_size
+        if idle:
+            limit = min(limit, backlog - self._idle_backlog + 1)
         stored = await asyncio.to_thread(self._drain_once, limit)
         return stored, stored >= limit
 
@@ -299,7 +299,7 @@ class RoutingLogWriter:
 
     def _drain_once(self, limit: int) -> int:
         """Store one batch of this process's spooled records; returns how many were read."""
-        count, self._position = self._batches.drain(self._spool, self._position, limit)
+        count, self._position = self._spool_drain.drain(self._spool, self._position, limit)
         return count
 
     async def close(self, grace: float = 10.0) -> None:
