@@ -11,7 +11,8 @@ flush measured here, against ~30 µs of CPU for the pwrite and fdatasync).
 The database writer reads durable records back in order and acknowledges what it stored; the
 acknowledged position survives restarts, so a restarted process replays exactly the records
 not yet acknowledged (the database skips any it already holds). Each process writes in a slot
-directory of its own (compliance.audit.spool_files).
+directory of its own; slots, segment files and the acknowledged position are
+compliance.audit.spool_files.
 """
 
 from __future__ import annotations
@@ -22,17 +23,19 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 from compliance.audit.frames import frame, parse_frames
 from compliance.audit.spool_files import (
+    Position,
     Segment,
     SpoolBusy,
     SpoolError,
     claim_free_slot,
     claim_slot,
+    read_ack,
     slots,
+    write_ack,
 )
 
 __all__ = ["Position", "Spool", "SpoolBusy", "SpoolError"]
@@ -41,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 16 * 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
-ACK_FILE = "ack"
 SUFFIX = ".spool"
 INLINE_FLUSH_LIMIT = 0.0005
 """Flushes run in the owner's thread while one takes less than this (seconds, moving average)."""
@@ -52,14 +54,6 @@ FlushCallback = Callable[[int, BaseException | None], None]
 QueuedCallback = Callable[[], None]
 """Called in the appending thread when a record is queued for an inline flush: the owner must
 call `Spool.write_queued()` soon (every record queued until then goes in that flush)."""
-
-
-@dataclass(frozen=True, order=True, slots=True)
-class Position:
-    """A place in the spool: segment number and byte offset (a frame boundary)."""
-
-    segment: int
-    offset: int
 
 
 class Spool:
@@ -117,7 +111,7 @@ class Spool:
             self.directory, self._lock_fd = claim_free_slot(self.root)
         else:
             self.directory, self._lock_fd = slot, claim_slot(slot)
-        self._ack = self._read_ack()
+        self._ack = read_ack(self.directory)
         numbers = sorted(int(p.stem) for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
         for number in numbers:
             self._recover_segment(number)
@@ -136,16 +130,6 @@ class Spool:
     def _segment_path(self, number: int) -> Path:
         assert self.directory is not None
         return self.directory / f"{number:012d}{SUFFIX}"
-
-    def _read_ack(self) -> Position:
-        assert self.directory is not None
-        try:
-            segment, offset = (self.directory / ACK_FILE).read_text("ascii").split()
-            return Position(int(segment), int(offset))
-        except FileNotFoundError:
-            return Position(0, 0)
-        except ValueError:
-            raise SpoolError(f"audit spool {self.directory}: unreadable {ACK_FILE} file") from None
 
     def _recover_segment(self, number: int) -> None:
         path = self._segment_path(number)
@@ -360,9 +344,7 @@ class Spool:
     def acknowledge(self, position: Position, records: int) -> None:
         """Record that everything before `position` (`records` more records) is stored."""
         assert self.directory is not None
-        temporary = self.directory / f"{ACK_FILE}.tmp"
-        temporary.write_text(f"{position.segment} {position.offset}\n", "ascii")
-        os.replace(temporary, self.directory / ACK_FILE)
+        write_ack(self.directory, position)
         self._ack = position
         self._acked_records += records
         with self._lock:

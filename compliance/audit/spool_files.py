@@ -1,4 +1,5 @@
-"""The files under a spool: slot directories a process claims, and the segments it writes.
+"""The files under a spool: slot directories a process claims, the segments it writes, and
+the acknowledged position (what the database already holds).
 
 Each process claims its own slot directory with an exclusive `flock` on the slot's lock file,
 released by the kernel even on `kill -9`. A segment is preallocated and its creation fsynced
@@ -9,10 +10,12 @@ from __future__ import annotations
 
 import fcntl
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 MAX_SLOTS = 1024
 LOCK_FILE = "lock"
+ACK_FILE = "ack"
 
 
 class SpoolError(Exception):
@@ -21,6 +24,14 @@ class SpoolError(Exception):
 
 class SpoolBusy(SpoolError):
     """Another live process holds this slot."""
+
+
+@dataclass(frozen=True, order=True, slots=True)
+class Position:
+    """A place in the spool: segment number and byte offset (a frame boundary)."""
+
+    segment: int
+    offset: int
 
 
 def claim_free_slot(root: Path) -> tuple[Path, int]:
@@ -51,6 +62,24 @@ def claim_slot(directory: Path) -> int:
 def slots(root: Path) -> list[Path]:
     """Every slot directory under `root` (live or abandoned)."""
     return sorted(p for p in root.glob("slot-*") if p.is_dir())
+
+
+def read_ack(directory: Path) -> Position:
+    """The slot's acknowledged position (the start if none was written)."""
+    try:
+        segment, offset = (directory / ACK_FILE).read_text("ascii").split()
+        return Position(int(segment), int(offset))
+    except FileNotFoundError:
+        return Position(0, 0)
+    except ValueError:
+        raise SpoolError(f"audit spool {directory}: unreadable {ACK_FILE} file") from None
+
+
+def write_ack(directory: Path, position: Position) -> None:
+    """Replace the slot's acknowledged position (atomically: a crash leaves old or new)."""
+    temporary = directory / f"{ACK_FILE}.tmp"
+    temporary.write_text(f"{position.segment} {position.offset}\n", "ascii")
+    os.replace(temporary, directory / ACK_FILE)
 
 
 def fsync_dir(path: Path) -> None:
