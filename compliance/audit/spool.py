@@ -111,17 +111,26 @@ class Spool:
             self.directory, self._lock_fd = claim_free_slot(self.root)
         else:
             self.directory, self._lock_fd = slot, claim_slot(slot)
-        self._ack = read_ack(self.directory)
-        numbers = sorted(int(p.stem) for p in self.directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
+        try:
+            self._recover(self.directory)
+        except BaseException:  # release the slot: another process (or a retry) may take it
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            raise
+        self._thread = threading.Thread(target=self._run, name="audit-spool", daemon=True)
+        self._thread.start()
+        if self._recovered:
+            logger.warning("audit spool %s: %d records to replay", self.directory, self._recovered)
+
+    def _recover(self, directory: Path) -> None:
+        """Read the acknowledged position and what is left after it; open a new segment."""
+        self._ack = read_ack(directory)
+        numbers = sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
         for number in numbers:
             self._recover_segment(number)
         next_number = max([*numbers, self._ack.segment, 0]) + 1
         self._active = Segment(self._segment_path(next_number), next_number, self.segment_bytes)
         self._durable = Position(next_number, 0)
-        self._thread = threading.Thread(target=self._run, name="audit-spool", daemon=True)
-        self._thread.start()
-        if self._recovered:
-            logger.warning("audit spool %s: %d records to replay", self.directory, self._recovered)
 
     def other_slots(self) -> list[Path]:
         """Slot directories under the root other than this spool's (live or abandoned)."""

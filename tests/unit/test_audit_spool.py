@@ -124,6 +124,28 @@ def crash(
     return Path(result.stdout.strip())
 
 
+def test_a_damaged_ack_file_is_refused_by_name_and_loses_nothing(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    for i in range(5):
+        spool.append(f"r{i}".encode())
+    spool.flush()
+    first_two, after_two = spool.read(spool.ack_position, 2)
+    assert first_two == [b"r0", b"r1"]
+    spool.acknowledge(after_two, 2)
+    slot = spool.directory
+    assert slot is not None
+    spool.close()
+    (slot / "ack").write_text("not a position\n", "ascii")
+    with pytest.raises(SpoolError, match=r"unreadable ack file"):
+        Spool(tmp_path).open(slot=slot)
+    (slot / "ack").unlink()  # an operator removes it: all replayed (the database skips stored ones)
+    again = Spool(tmp_path)
+    again.open(slot=slot)
+    assert drain(again)[0] == [f"r{i}".encode() for i in range(5)]
+    again.close()
+
+
 def test_kill_9_replays_exactly_the_unacknowledged_records(tmp_path: Path) -> None:
     slot = crash(tmp_path, records=50, acknowledged=20)
     spool = Spool(tmp_path)
