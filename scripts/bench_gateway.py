@@ -41,6 +41,7 @@ from bench.harness import (
     PYTHON,
     REPO,
     Bench,
+    cpu_idle,
     fdatasync_ms,
     mib,
     smoke,
@@ -113,6 +114,7 @@ async def run(bench: Bench) -> dict[str, Any]:
     say = bench.log
     results: dict[str, Any] = {"meta": meta(args)}
     results["meta"]["fdatasync"] = fdatasync_ms(bench.tmp)
+    results["meta"]["cpu_idle"] = cpu_idle()
     say("starting upstream (core 1), naive passthrough and gateway (core 0)")
     bench.start_upstream()
     if not args.no_trace_export:

@@ -188,6 +188,15 @@ def _extras(results: dict[str, Any]) -> list[str]:
         out.append(
             f"fdatasync in the gateway's data dir: p50 {sync['p50_ms']} / p99 {sync['p99_ms']} ms"
         )
+    idle = meta.get("cpu_idle")
+    if idle:
+        polling = idle.get("guest_halt_poll_ns")
+        out.append(
+            "idle CPUs: cpuidle driver {}{}".format(
+                idle.get("driver", "unknown"),
+                "" if polling is None else f", polling {polling} ns before halting",
+            )
+        )
     added = results.get("added", {})
     if added:
         out.append(

@@ -52,3 +52,18 @@ def test_the_report_counts_spans_dropped_on_the_way_to_the_collector() -> None:
     }
     line = next(x for x in _extras(results) if x.startswith("tracing:"))
     assert "1.99 per response, 10 short of 2 per response: dropped" in line
+
+
+def test_the_report_says_how_idle_cpus_wait(tmp_path: Path) -> None:
+    from bench.harness import cpu_idle
+    from bench.report import _extras
+
+    (tmp_path / "driver").write_text("haltpoll\n")
+    (tmp_path / "poll").write_text("0\n")
+    idle = cpu_idle({"driver": tmp_path / "driver", "guest_halt_poll_ns": tmp_path / "poll"})
+    assert idle == {"driver": "haltpoll", "guest_halt_poll_ns": "0"}
+    assert cpu_idle({"driver": tmp_path / "absent"}) == {}
+    lines = _extras({"meta": {"cpu_idle": idle}})
+    assert "idle CPUs: cpuidle driver haltpoll, polling 0 ns before halting" in lines
+    lines = _extras({"meta": {"cpu_idle": {"driver": "acpi_idle"}}})
+    assert "idle CPUs: cpuidle driver acpi_idle" in lines
