@@ -119,7 +119,12 @@ class _Handlers:
         """Wait until this replica serves the change, then describe it."""
         await self.await_version(change.policy_version)
         if change.value is None:
-            body = {"id": object_id, "deleted": True, "policy_version": change.policy_version}
+            body = {
+                "id": object_id,
+                "deleted": True,
+                "policy_version": change.policy_version,
+                "warnings": list(change.warnings),
+            }
             return _response(body)
         value = change.value
         extra: dict[str, Any] = {"result": change.outcome, "policy_version": change.policy_version}

@@ -103,7 +103,9 @@ def _execute(client: AdminClient, steps: list[Step]) -> None:
     for done, step in enumerate(todo):
         try:
             if step.action == "delete":
-                client.request("DELETE", f"/admin/regions/{step.region_id}", if_match=step.etag)
+                _print_warnings(
+                    client.request("DELETE", f"/admin/regions/{step.region_id}", if_match=step.etag)
+                )
             else:
                 client.request(
                     "PUT", f"/admin/regions/{step.region_id}", step.body, if_match=step.etag
@@ -217,9 +219,17 @@ def _wait_drained(client: AdminClient, path: str, region_id: str, bound: float) 
         time.sleep(POLL_INTERVAL_S)
 
 
+def _print_warnings(reply: dict[str, Any]) -> None:
+    """Print the warnings of a DELETE answer (what deleting a region did to tenants naming it)."""
+    for warning in reply.get("warnings", []):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _delete(args: argparse.Namespace) -> int:
     try:
-        _client().request("DELETE", f"/admin/regions/{args.id}", if_match=args.if_match)
+        _print_warnings(
+            _client().request("DELETE", f"/admin/regions/{args.id}", if_match=args.if_match)
+        )
     except AdminError as exc:
         if _missing(exc, args):
             return 0

@@ -53,11 +53,13 @@ class InvalidReference(StoreError):
 
 @dataclass(frozen=True, slots=True)
 class Change(Generic[V]):
-    """What a write did; `value` is the value now stored (None after a delete)."""
+    """What a write did; `value` is the value now stored (None after a delete); `warnings`:
+    what the change does to other objects that name it (done all the same)."""
 
     outcome: Outcome
     value: V | None
     policy_version: int
+    warnings: tuple[str, ...] = ()
 
 
 def _version(conn: Connection) -> int:
@@ -78,6 +80,7 @@ class _Kind(Generic[V]):
     check: Callable[[Connection, V, V | None], None]
     write: Callable[[Connection, V, V | None], None]
     remove: Callable[[Connection, str], None]
+    removal_warnings: Callable[[Connection, str], tuple[str, ...]] = lambda _conn, _id: ()
 
 
 # -- regions ---------------------------------------------------------------------------------
@@ -99,6 +102,27 @@ def _write_region(conn: Connection, region: Region, current: Region | None) -> N
 
 def _remove_region(conn: Connection, region_id: str) -> None:
     conn.execute(delete(schema.regions).where(schema.regions.c.id == region_id))
+
+
+def _tenants_allowing_region(conn: Connection, region_id: str) -> tuple[str, ...]:
+    """Tenants whose allowed_regions name the region about to go (kept: routing fails closed
+    for them), and what each still allows; a tenant left with none has every request refused."""
+    others = set(conn.execute(select(schema.regions.c.id)).scalars()) - {region_id}
+    table = schema.tenants
+    warnings = []
+    for tenant_id, allowed in conn.execute(select(table.c.id, table.c.allowed_regions)):
+        if not allowed or region_id not in allowed:
+            continue
+        remaining = sorted(set(allowed) & others)
+        named = f"tenant {tenant_id!r} lists {region_id!r} in allowed_regions"
+        if remaining:
+            warnings.append(f"{named}; the regions it still allows: {', '.join(remaining)}")
+        else:
+            warnings.append(
+                f"{named} and no other region: every request of this tenant will be refused "
+                "until its allowed_regions is changed"
+            )
+    return tuple(sorted(warnings))
 
 
 def _no_check(conn: Connection, value: V, current: V | None) -> None:
@@ -213,7 +237,9 @@ def _never_remove(conn: Connection, regime_id: str) -> None:
     raise StoreError("regimes cannot be deleted; disable one with enabled: false")
 
 
-REGIONS: _Kind[Region] = _Kind("region", _read_region, _no_check, _write_region, _remove_region)
+REGIONS: _Kind[Region] = _Kind(
+    "region", _read_region, _no_check, _write_region, _remove_region, _tenants_allowing_region
+)
 TENANTS: _Kind[Tenant] = _Kind("tenant", _read_tenant, _check_tenant, _write_tenant, _remove_tenant)
 REGIMES: _Kind[Regime] = _Kind("regime", _read_regime, _check_regime, _write_regime, _never_remove)
 
@@ -273,9 +299,10 @@ class AdminOps:
             current = self._current(conn, kind, object_id, if_match)
             if current is None:
                 raise NotFoundError(f"no {kind.name} {object_id!r}")
+            warnings = kind.removal_warnings(conn, object_id)
             kind.remove(conn, object_id)
             version = self._record(conn, kind, object_id, "delete", actor, current, None)
-            return Change("deleted", None, version)
+            return Change("deleted", None, version, warnings)
 
     @staticmethod
     def _current(

@@ -243,6 +243,7 @@ def test_put_is_idempotent_and_if_match_prevents_lost_updates(
         "id": "eu-paris",
         "deleted": True,
         "policy_version": deleted.json()["policy_version"],
+        "warnings": [],
     }
     assert admin("GET", "/regions/eu-paris").status_code == 404
     log = _changes(admin_gateway, "eu-paris")

@@ -156,6 +156,31 @@ def test_put_list_delete(
     assert admin("GET", "/regions/sa-riyadh").status_code == 404
 
 
+def test_deleting_a_region_a_tenant_allows_warns(admin: Admin, cli: Cli) -> None:
+    put = [
+        "regions", "put", "sa-jeddah", "--name", "Jeddah", "--country", "SA",
+        "--latitude", "21.54", "--longitude", "39.17", "--base-url", "http://127.0.0.1:9",
+        "--models", "gpt-4o",
+    ]  # fmt: skip
+    assert cli("operator", *put).returncode == 0
+    tenant = {"name": "Jeddah only", "allowed_regions": ["sa-jeddah"]}
+    assert admin("PUT", "/tenants/jeddah-only", tenant).status_code == 201
+    try:
+        deleted = cli("operator", "regions", "delete", "sa-jeddah")
+        assert (deleted.returncode, deleted.stdout) == (0, "deleted region sa-jeddah\n")
+        assert deleted.stderr == (
+            "warning: tenant 'jeddah-only' lists 'sa-jeddah' in allowed_regions and no other "
+            "region: every request of this tenant will be refused until its allowed_regions is "
+            "changed\n"
+        )
+        assert admin("GET", "/tenants/jeddah-only").json()["allowed_regions"] == ["sa-jeddah"]
+        assert cli("operator", *put).returncode == 0
+        reply = admin("DELETE", "/regions/sa-jeddah").json()
+        assert reply["deleted"] is True and len(reply["warnings"]) == 1
+    finally:
+        admin("DELETE", "/tenants/jeddah-only")
+
+
 PUT_X = ["regions", "put", "x-1", "--name", "X", "--latitude", "1", "--longitude", "1"]
 
 

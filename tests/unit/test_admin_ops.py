@@ -7,6 +7,7 @@ import dataclasses
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +163,34 @@ def test_patch_and_delete(ops: AdminOps, store: PolicyStore) -> None:
     assert (last["action"], last["before"]["status"], last["after"]) == ("delete", "draining", None)
     with pytest.raises(NotFoundError):
         ops.delete(REGIONS, NEW.id, actor=ADMIN)
+
+
+@BOTH_BACKENDS
+def test_deleting_a_region_a_tenant_allows_warns_and_fails_closed(
+    ops: AdminOps, store: PolicyStore
+) -> None:
+    ops.put(REGIONS, NEW.id, lambda _: NEW, actor=ADMIN)
+    for tenant_id, allowed in (("acme-eu", {NEW.id, "eu-frankfurt"}), ("demo", {NEW.id})):
+        tenant = dataclasses.replace(
+            ops.get(TENANTS, tenant_id), allowed_regions=frozenset(allowed)
+        )
+        ops.put(TENANTS, tenant_id, lambda _, t=tenant: t, actor=ADMIN)  # type: ignore[misc]
+    assert ops.delete(REGIONS, "us-oregon", actor=ADMIN).warnings == ()  # no tenant names it
+
+    deleted = ops.delete(REGIONS, NEW.id, actor=ADMIN)
+    assert deleted.warnings == (
+        "tenant 'acme-eu' lists 'eu-paris' in allowed_regions; the regions it still allows: "
+        "eu-frankfurt",
+        "tenant 'demo' lists 'eu-paris' in allowed_regions and no other region: every request "
+        "of this tenant will be refused until its allowed_regions is changed",
+    )
+    policy = store.load_snapshot()
+    assert ops.get(TENANTS, "demo").allowed_regions == {NEW.id}  # kept as it was
+    for countries in ({"FR"}, {"DE"}, {"US"}, {"IN"}):
+        evaluation = policy.evaluate(
+            frozenset(countries), "personal", policy.tenants["demo"], date(2026, 11, 26)
+        )
+        assert evaluation.allowed == frozenset()
 
 
 def test_tenant_keys_replaced_or_kept(ops: AdminOps, store: PolicyStore) -> None:
