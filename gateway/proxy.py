@@ -217,7 +217,7 @@ class InferenceProxy:
                     continue
                 attempt_span.set_attribute("upstream.outcome", "response")
                 attempt_span.set_attribute("http.response.status_code", response.status)
-                headers.append((b"x-residency-region", region_id.encode()))
+                served_headers = [*headers, (b"x-residency-region", region_id.encode())]
                 span.set_attribute("residency.served_region", region_id)
                 span.set_attribute("http.response.status_code", response.status)
                 recorded: list[bool] = []
@@ -233,9 +233,10 @@ class InferenceProxy:
                         started,
                         recorded,
                     )
-                    first_chunk_at = await relay_watching(receive, send, response, headers, served)
+                    first_chunk_at = await relay_watching(
+                        receive, send, response, served_headers, served
+                    )
                 except NothingRelayed as exc:  # the client has nothing yet: try the next
-                    headers.remove((b"x-residency-region", region_id.encode()))
                     span.unset_attribute("residency.served_region")
                     kind = exc.error.kind.value
                     attempts.append(Attempt(region_id, kind, response.status, _ms(tried)))
