@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from compliance.audit import record_codec
 from compliance.audit.record_codec import Encoded
@@ -19,6 +19,7 @@ from compliance.store.errors import StoreUnavailable
 logger = logging.getLogger(__name__)
 
 Record = Mapping[str, Any]
+T = TypeVar("T")
 
 
 class RoutingLogSink(Protocol):
@@ -83,29 +84,23 @@ class SpoolDrain:
             return 0, position
         sink = self._sink
         if isinstance(sink, EncodedSink):
-            self.written += self._write(sink.append_encoded, self._parsed(payloads))
+            self.written += self._write(
+                sink.append_encoded, self._read(payloads, record_codec.parse)
+            )
         else:
-            self.written += self._write(sink.append_batch, self._decoded(payloads))
+            self.written += self._write(sink.append_batch, self._read(payloads, decode))
         spool.acknowledge(after, len(payloads))
         return len(payloads), after
 
-    def _parsed(self, payloads: list[bytes]) -> list[Encoded]:
-        items: list[Encoded] = []
+    def _read(self, payloads: list[bytes], read: Callable[[bytes], T]) -> list[T]:
+        """`read` of each payload; one it cannot read (ValueError) goes to the poison handler."""
+        items: list[T] = []
         for payload in payloads:
             try:
-                items.append(record_codec.parse(payload))
+                items.append(read(payload))
             except ValueError as exc:
                 self._on_poison(_readable(payload), str(exc))
         return items
-
-    def _decoded(self, payloads: list[bytes]) -> list[Record]:
-        records: list[Record] = []
-        for payload in payloads:
-            try:
-                records.append(decode(payload))
-            except ValueError as exc:
-                self._on_poison(_readable(payload), str(exc))
-        return records
 
     def _write(self, append: Callable[..., int], batch: Sequence[Any]) -> int:
         """`append(batch)`; if the store refuses it for its content, record by record."""
