@@ -104,10 +104,14 @@ def _remove_region(conn: Connection, region_id: str) -> None:
     conn.execute(delete(schema.regions).where(schema.regions.c.id == region_id))
 
 
+def _region_ids(conn: Connection) -> set[str]:
+    return set(conn.execute(select(schema.regions.c.id)).scalars())
+
+
 def _tenants_allowing_region(conn: Connection, region_id: str) -> tuple[str, ...]:
     """Tenants whose allowed_regions name the region about to go (kept: routing fails closed
     for them), and what each still allows; a tenant left with none has every request refused."""
-    others = set(conn.execute(select(schema.regions.c.id)).scalars()) - {region_id}
+    others = _region_ids(conn) - {region_id}
     table = schema.tenants
     warnings = []
     for tenant_id, allowed in conn.execute(select(table.c.id, table.c.allowed_regions)):
@@ -142,7 +146,7 @@ def _read_tenant(conn: Connection, tenant_id: str) -> Tenant | None:
 
 
 def _check_tenant(conn: Connection, tenant: Tenant, current: Tenant | None) -> None:
-    regions = set(conn.execute(select(schema.regions.c.id)).scalars())
+    regions = _region_ids(conn)
     for field in ("allowed_regions", "denied_regions"):
         # Ids kept from before may name a region deleted since; only new ids must exist.
         known = regions | set(getattr(current, field, None) or ())
