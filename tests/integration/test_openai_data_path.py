@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -245,27 +244,27 @@ def test_sebi_tenant_personal_data_from_us_client_stays_in_india(
 
 
 def test_streaming_is_not_buffered(gateway: GatewayProcess, fleet: SimulatorFleet) -> None:
-    set_faults(fleet, "eu-frankfurt", ttft_ms=0, tokens_per_second=20)
-    arrivals: list[float] = []
+    """Each chunk reaches the client while the region is still streaming the rest: causal, not
+    timed (the region's own in-flight counter says it has not finished)."""
+    set_faults(fleet, "eu-frankfurt", ttft_ms=0, tokens_per_second=4, completion_tokens=16)
+    stats_url = f"{fleet.spec('eu-frankfurt').base_url}/_sim/stats"
+    still_streaming: list[bool] = []
     with openai_client(gateway, IP_DE) as client:
-        started = time.monotonic()
         stream = client.chat.completions.create(model="gpt-4o-mini", messages=CHAT, stream=True)
         for chunk in stream:
             if chunk.choices and chunk.choices[0].delta.content:
-                arrivals.append(time.monotonic() - started)
-    # 16 tokens at 20 tokens/s: the last one comes ~0.75 s after the first.
-    assert len(arrivals) == 16
-    assert arrivals[-1] - arrivals[0] > 0.5
-    assert arrivals[0] < arrivals[-1] - 0.5
-    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
-    assert sum(1 for g in gaps if g > 0.02) >= 10, gaps
+                still_streaming.append(HTTP.get(stats_url).json()["in_flight"] > 0)
+    assert len(still_streaming) == 16
+    # 16 tokens at 4 tokens/s: the region streams for ~4 s; all but the last chunks arrived
+    # while it was still sending (the last may overlap the region's end of stream).
+    assert all(still_streaming[:-2]), still_streaming
 
 
 def test_client_disconnect_mid_stream_stops_the_upstream(
     gateway: GatewayProcess, fleet: SimulatorFleet
 ) -> None:
-    # 24 tokens at 8 tokens/s: the region would stream for ~3 s.
-    set_faults(fleet, "eu-frankfurt", tokens_per_second=8, completion_tokens=24)
+    # 48 tokens at 8 tokens/s: the region would stream for ~6 s.
+    set_faults(fleet, "eu-frankfurt", tokens_per_second=8, completion_tokens=48)
     body = {"model": "gpt-4o-mini", "stream": True, "messages": CHAT}
     headers = {"Authorization": f"Bearer {DEMO_KEY}", "X-Forwarded-For": IP_DE}
     with (
@@ -282,7 +281,7 @@ def test_client_disconnect_mid_stream_stops_the_upstream(
     left_at = time.monotonic()
     stats_url = f"{fleet.spec('eu-frankfurt').base_url}/_sim/stats"
     while HTTP.get(stats_url).json()["in_flight"] > 0:
-        assert time.monotonic() - left_at < 1.0, "the region is still streaming to nobody"
+        assert time.monotonic() - left_at < 2.5, "the region is still streaming to nobody"
         time.sleep(0.05)
     record = gateway.record(decision_id)
     assert (record["outcome"], record["status_code"]) == ("routed", 499)
