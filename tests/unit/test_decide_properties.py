@@ -1,6 +1,6 @@
 """Properties of decide() over generated snapshots and facts, checked against a tiny oracle.
 
-The oracle re-states shared/RESIDENCY-RULES.md by hand (it does not read the pack), so a
+The oracle re-states compliance/packs/RULES.md by hand (it does not read the pack), so a
 divergence points at the pack, the policy stage or this reading of the reference.
 """
 

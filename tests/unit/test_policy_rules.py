@@ -1,4 +1,4 @@
-"""The default policy pack against shared/RESIDENCY-RULES.md, one table row per legal rule.
+"""The default policy pack against compliance/packs/RULES.md, one table row per legal rule.
 
 Each row puts a single region in a destination country and checks that the request is routed
 there (allowed) or refused with HTTP 451 and the rule id (and missing attestation) in the
