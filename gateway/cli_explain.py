@@ -62,9 +62,13 @@ def run(args: argparse.Namespace) -> int:
         data_class=data_class,
         model=args.model,
     )
-    decision = decide(facts, RoutingSnapshot(policy))
+    decision = decide(facts, RoutingSnapshot(policy, health_known=False))
     if args.json:
         print(orjson.dumps(decision.to_dict(), option=orjson.OPT_INDENT_2).decode())
     else:
         print(explain_text(decision))
+        print(
+            "note: offline, region health is unknown (active regions count as healthy); "
+            "POST /v1/residency/explain to the running gateway gives the live choice"
+        )
     return 0

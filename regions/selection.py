@@ -14,11 +14,16 @@ NEAR_TIER_KM = 100.0
 
 @dataclass(frozen=True, slots=True)
 class Selection:
-    """The chosen region, the fallbacks in order, and why other allowed regions were skipped."""
+    """The chosen region, the fallbacks in order, and why other allowed regions were skipped.
+
+    `weighted` lists the equally near regions with their weights when the choice among them
+    was weighted (two or more); empty when one region was simply the nearest.
+    """
 
     chosen: str | None
     fallbacks: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
+    weighted: tuple[tuple[str, int], ...] = ()
 
 
 def unavailability(region: Region, health: HealthView) -> str | None:
@@ -70,4 +75,5 @@ def select(
     tier = [r for r, d in usable if d - nearest <= NEAR_TIER_KM and r.weight > 0]
     chosen = _weighted_pick(tier, seed) if tier else usable[0][0]
     fallbacks = tuple(r.id for r, _ in usable if r is not chosen)
-    return Selection(chosen.id, fallbacks, tuple(skipped))
+    weighted = tuple((r.id, r.weight) for r in tier) if len(tier) > 1 else ()
+    return Selection(chosen.id, fallbacks, tuple(skipped), weighted)

@@ -78,7 +78,7 @@ def _judge(
     if selection.chosen is not None:
         return Outcome.ROUTED, (
             f"{facts.data_class.value} data governed by {regimes} (jurisdictions: {where}); "
-            f"{selection.chosen} is the nearest allowed healthy region",
+            f"{selection.chosen} is {_why_chosen(selection, snapshot.health_known)}",
         )
     model = facts.model
     if model is not None and not any(model in r.models for r in allowed):
@@ -90,6 +90,14 @@ def _judge(
         )
     skipped = "; ".join(f"{rid}: {why}" for rid, why in selection.skipped)
     return Outcome.UNAVAILABLE, (f"every allowed region is unavailable ({skipped})",)
+
+
+def _why_chosen(selection: Selection, health_known: bool) -> str:
+    state = "healthy" if health_known else "active (health unknown offline)"
+    if not selection.weighted:
+        return f"the nearest allowed {state} region"
+    weights = ", ".join(f"{region} {weight}" for region, weight in selection.weighted)
+    return f"a weighted choice among equally near allowed {state} regions (weights: {weights})"
 
 
 def _decision(

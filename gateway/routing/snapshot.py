@@ -17,6 +17,8 @@ class RoutingSnapshot:
 
     policy: PolicySnapshot
     health: HealthView = field(default_factory=lambda: MappingProxyType({}))
+    health_known: bool = True
+    """False where nobody probes the regions (the offline `gateway explain`)."""
     unavailable: Mapping[str, str] = field(init=False)
 
     def __post_init__(self) -> None:

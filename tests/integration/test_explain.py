@@ -180,6 +180,8 @@ def test_cli_explain_prints_plain_words(cli_runs: dict[str, CliResult]) -> None:
     assert "excluded" in virginia
     assert "eu_us_dpf" in virginia
     assert "fallbacks in order: uk-london, us-oregon" in out
+    assert "eu-frankfurt is the nearest allowed active (health unknown offline) region" in out
+    assert "offline, region health is unknown" in out
 
 
 def test_cli_explain_json(cli_runs: dict[str, CliResult]) -> None:

@@ -12,6 +12,7 @@ from gateway.routing.decide import decide
 from gateway.routing.decision import JurisdictionSource, Outcome
 from gateway.routing.facts import RequestFacts
 from gateway.routing.locate import locate
+from gateway.routing.snapshot import RoutingSnapshot
 from regions.catalog import Region, RegionStatus
 from regions.geo import country_centroid, haversine_km
 from regions.health import HealthTracker, RegionHealth
@@ -177,6 +178,39 @@ def test_same_request_id_picks_the_same_region() -> None:
     snap = routing_snapshot(_tier(50, 50))
     picks = {decide(facts(client="DE", request_id="sticky"), snap).chosen for _ in range(20)}
     assert len(picks) == 1
+
+
+def test_a_weighted_choice_says_so_with_the_weights() -> None:
+    """Two equally near regions 50:100: whichever is picked, the reason names the weighting,
+    not 'nearest' (explain used to call each in turn the nearest)."""
+    snap = routing_snapshot(_tier(50, 100))
+    reasons = {
+        decision.chosen: decision.reasons[0]
+        for decision in (
+            decide(facts(client="DE", coords=FRANKFURT, request_id=f"r{i}"), snap)
+            for i in range(50)
+        )
+    }
+    assert set(reasons) == {"fra-a", "fra-b"}
+    for chosen, reason in reasons.items():
+        assert reason.endswith(
+            f"{chosen} is a weighted choice among equally near allowed healthy regions "
+            "(weights: fra-a 50, fra-b 100)"
+        ), reason
+
+
+def test_a_single_nearest_region_is_called_nearest() -> None:
+    snap = routing_snapshot(_tier(50, 0))
+    decision = decide(facts(client="DE", coords=FRANKFURT), snap)
+    assert decision.reasons[0].endswith("fra-a is the nearest allowed healthy region")
+
+
+def test_without_health_the_reason_says_health_is_unknown() -> None:
+    snap = RoutingSnapshot(routing_snapshot([region("a", "DE")]).policy, health_known=False)
+    decision = decide(facts(client="DE"), snap)
+    assert decision.reasons[0].endswith(
+        "a is the nearest allowed active (health unknown offline) region"
+    )
 
 
 def test_weights_do_not_pull_traffic_out_of_the_nearest_tier() -> None:
