@@ -13,6 +13,7 @@ import uvicorn
 from compliance.store.policy_store import PolicyStore
 from gateway.asgi import ASGIApp
 from gateway.bootstrap import prepare_database
+from gateway.fast_paths import log_fast_paths
 from gateway.runtime import GatewayRuntime
 from gateway.settings import ENV_PREFIX, Settings
 from regions.simulator.fleet import SimulatorFleet, SimulatorSpec
@@ -69,6 +70,7 @@ def simulated_regions(settings: Settings) -> Iterator[SimulatorFleet | None]:
 def serve(settings: Settings) -> None:
     """Prepare the database, start simulated regions if asked, and run the HTTP server."""
     prepare_database(settings)
+    log_fast_paths()
     with simulated_regions(settings):
         uvicorn.run(
             "gateway.server:app_factory",

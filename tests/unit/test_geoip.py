@@ -10,7 +10,7 @@ from mmdb_writer import MMDBWriter
 from netaddr import IPSet
 
 from regions.geoip import GeoIpError, GeoIpLocator, IpLocation, bundled_database_path
-from regions.geoip_build import DATABASE_TYPE, IpRange, build_database, read_ranges
+from scripts.geoip_build import DATABASE_TYPE, IpRange, build_database, read_ranges
 
 FIXTURE_V4 = """\
 # Location Database Export (test fixture)

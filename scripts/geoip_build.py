@@ -11,7 +11,7 @@ Code handling: ``UK`` is normalised to ``GB``; ``EU`` (somewhere in the EU, coun
 unknown) becomes a record with ``continent.code == "EU"`` and no country; every other
 non-country code (``??``, ``AP``, ``ZZ``, ``SU``...) is dropped, so it looks up as absent.
 
-Usage: ``python -m regions.geoip_build [--ipv4 PATH] [--ipv6 PATH] [--output PATH]``.
+Usage: ``python -m scripts.geoip_build [--ipv4 PATH] [--ipv6 PATH] [--output PATH]``.
 """
 
 from __future__ import annotations
@@ -286,7 +286,7 @@ def build_database(
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the process exit status."""
     parser = argparse.ArgumentParser(
-        prog="python -m regions.geoip_build", description=__doc__.splitlines()[0]
+        prog="python -m scripts.geoip_build", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--ipv4", type=Path, default=DEFAULT_IPV4, help="IPv4 ranges file")
     parser.add_argument("--ipv6", type=Path, default=DEFAULT_IPV6, help="IPv6 ranges file")
