@@ -24,6 +24,18 @@ _USER_ERRORS = (
 )
 
 
+_SERVE_DESCRIPTION = (
+    "Run the gateway. Settings come from GATEWAY_* environment variables (see the README's "
+    "Configuration table); the options below override them."
+)
+_DEMO_DESCRIPTION = (
+    "Run the gateway on embedded defaults for trying it out: an empty database is seeded with "
+    "the default policy pack and the demo catalog (five regions, API key rg-demo-key), a region "
+    "simulator runs for every loopback region, and X-Forwarded-For is believed from loopback so "
+    "you can pose as clients anywhere. Not for production: use 'gateway serve'."
+)
+
+
 def _serve(args: argparse.Namespace, demo: bool) -> int:
     from gateway.server import serve, settings_to_environment
     from gateway.settings import LOOPBACK_NETWORKS, Settings
@@ -37,7 +49,7 @@ def _serve(args: argparse.Namespace, demo: bool) -> int:
     if demo:
         overrides["simulate_regions"] = "true"
         trusted = trusted or list(LOOPBACK_NETWORKS)
-    elif args.simulate_regions:
+    elif getattr(args, "simulate_regions", False):
         overrides["simulate_regions"] = "true"
     if trusted:
         overrides["trusted_proxies"] = ",".join(trusted)
@@ -46,7 +58,10 @@ def _serve(args: argparse.Namespace, demo: bool) -> int:
     if demo:
         print(
             f"Residency Gateway demo on http://{settings.host}:{settings.port} "
-            "(API key: rg-demo-key; X-Forwarded-For trusted from loopback)",
+            "(API key: rg-demo-key; X-Forwarded-For trusted from loopback)\n"
+            "  admin token:   ./dev gateway tokens create --name you --role admin\n"
+            "  auditor token: ./dev gateway tokens create --name you --role auditor "
+            f"(console: http://{settings.host}:{settings.port}/console)",
             flush=True,
         )
     serve(settings)
@@ -86,26 +101,36 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with `only`, just that command's module is imported in full."""
     parser = argparse.ArgumentParser(prog="gateway", description="Residency Gateway")
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, helptext in (
-        ("serve", "run the gateway"),
-        ("demo", "run the gateway with simulated regions, loopback trusted as proxy"),
+    for name, helptext, description in (
+        ("serve", "run the gateway", _SERVE_DESCRIPTION),
+        (
+            "demo",
+            "run the gateway with simulated regions, loopback trusted as proxy",
+            _DEMO_DESCRIPTION,
+        ),
     ):
-        sub = commands.add_parser(name, help=helptext)
-        sub.add_argument("--host")
-        sub.add_argument("--port", type=int)
+        sub = commands.add_parser(name, help=helptext, description=description)
+        sub.add_argument("--host", help="listen address (GATEWAY_HOST; default 127.0.0.1)")
+        sub.add_argument("--port", type=int, help="listen port (GATEWAY_PORT; default 8080)")
         sub.add_argument("--workers", type=int, help="worker processes (one per core)")
-        sub.add_argument("--database-url", dest="database_url")
+        sub.add_argument(
+            "--database-url",
+            dest="database_url",
+            help="SQLAlchemy URL (GATEWAY_DATABASE_URL; default: SQLite in the data dir)",
+        )
         sub.add_argument(
             "--trust-proxy",
             action="append",
             metavar="CIDR",
-            help="network whose X-Forwarded-For is believed (repeatable)",
+            help="network whose X-Forwarded-For is believed (repeatable)"
+            + ("; default for the demo: loopback" if name == "demo" else ""),
         )
-        sub.add_argument(
-            "--simulate-regions",
-            action="store_true",
-            help="start a simulator for every loopback region",
-        )
+        if name == "serve":
+            sub.add_argument(
+                "--simulate-regions",
+                action="store_true",
+                help="start a simulator for every loopback region",
+            )
         sub.set_defaults(handler=_serve_demo if name == "demo" else _serve_plain)
     explain = commands.add_parser("explain", help="explain a routing decision, forwarding nothing")
     explain.add_argument("--ip", help="client address")

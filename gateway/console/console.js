@@ -273,6 +273,7 @@ function signOut() {
   $("app").hidden = true;
   $("session").hidden = true;
   $("login").hidden = false;
+  $("login-hint").hidden = false;
 }
 
 async function signIn(value) {
@@ -285,6 +286,7 @@ async function signIn(value) {
     return;
   }
   $("login").hidden = true;
+  $("login-hint").hidden = true;
   $("session").hidden = false;
   $("app").hidden = false;
   say("");

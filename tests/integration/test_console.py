@@ -147,12 +147,16 @@ def test_sign_in_is_refused_for_a_bad_token(page: Page) -> None:
     )
     expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("sessionStorage.length") == 0
+    # The sign-in page says how to get a token.
+    expect(page.locator("#login-hint")).to_contain_text("tokens create --name")
+    expect(page.locator("#login-hint")).to_contain_text("--role auditor")
 
 
 def test_auditor_uses_the_console(page: Page, console: Console, tmp_path: Path) -> None:
     total = len(console.decisions)
     _sign_in(page, console.token)
     assert page.evaluate("sessionStorage.getItem('rg-audit-token')") == console.token
+    expect(page.locator("#login-hint")).to_be_hidden()
 
     # The list, newest first, 25 a page; paging there and back.
     page.select_option("#filters select[name=limit]", "25")
