@@ -128,8 +128,13 @@ class RoutingLogWriter:
 
     @property
     def stuck(self) -> list[StuckDrain]:
-        """Drains failing again and again at one spool position (compliance.drain_watch)."""
-        return self.watch.stuck
+        """Drains failing again and again at one spool position (compliance.drain_watch);
+        this process's own drain no longer once its acknowledged position has passed it (so
+        a report never says stuck with nothing pending)."""
+        own, acked = str(self._spool.directory), self._spool.ack_position
+        return [
+            s for s in self.watch.stuck if s.slot != own or Position(s.segment, s.offset) >= acked
+        ]
 
     def start(self) -> None:
         """Open the spool (replaying what a previous process left) and start storing; slots
