@@ -2,7 +2,9 @@
 
 A batch the sink refuses for its content is retried record by record, and a record that still
 fails goes to a poison handler, so one bad record cannot block the log; a sink that is down
-(StoreUnavailable) fails the whole batch, which stays in the spool for the next try.
+(StoreUnavailable) fails the whole batch, which stays in the spool for the next try. Spool data
+that is not a valid frame is copied aside (`Spool.set_aside`) and the drain goes on past it.
+Records are bounded in size before they are spooled (compliance.audit.record_bounds).
 """
 
 from __future__ import annotations
@@ -12,8 +14,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from compliance.audit import record_codec
+from compliance.audit.record_bounds import (
+    MAX_RECORD_BYTES,
+    bound_strings,
+    needs_bounds,
+    within_size,
+)
 from compliance.audit.record_codec import Encoded
-from compliance.audit.spool import Position, Spool
+from compliance.audit.spool import Position, Spool, SpoolDamaged
 from compliance.store.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
@@ -47,13 +55,33 @@ def log_poison(record: Record, error: str) -> None:
     logger.error("routing record %s rejected by the store: %s", record.get("decision_id"), error)
 
 
-def encode(record: Record) -> bytes:
-    """A record as spool bytes: canonical, ready to hash and store (record_codec); a record
-    that is not valid is spooled as plain JSON, for the store to reject with its reason."""
+def _encode(record: Record) -> bytes:
     try:
         return record_codec.encode_record(record)
     except (TypeError, ValueError):
         return record_codec.legacy_payload(record)
+
+
+def encode(record: Record) -> bytes:
+    """A record as spool bytes: canonical, ready to hash and store (record_codec); a record
+    that is not valid is spooled as plain JSON, for the store to reject with its reason.
+    Never over MAX_RECORD_BYTES: over-long fields are cut, marked (record_bounds)."""
+    if needs_bounds(record):
+        record = bound_strings(record)
+    payload = _encode(record)
+    if len(payload) > MAX_RECORD_BYTES:
+        payload = within_size(record, _encode)[1]
+    return payload
+
+
+def _bounded(payload: bytes) -> bytes:
+    """A payload spooled before records were bounded, bounded now (if it can be read)."""
+    if len(payload) <= MAX_RECORD_BYTES:
+        return payload
+    try:
+        return encode(decode(payload))
+    except (TypeError, ValueError):
+        return payload  # the poison handler gets it as it is
 
 
 def decode(payload: bytes) -> dict[str, Any]:
@@ -78,10 +106,28 @@ class SpoolDrain:
         self.written = 0
 
     def drain(self, spool: Spool, position: Position, limit: int) -> tuple[int, Position]:
-        """Store one batch of durable records from `position`; (records read, next position)."""
-        payloads, after = spool.read(position, limit)
+        """Store one batch of durable records from `position`; (records read, next position).
+        Unreadable spool data there is set aside (counted as one record read)."""
+        try:
+            payloads, after = spool.read(position, limit)
+        except SpoolDamaged as damaged:
+            position = Position(damaged.segment, damaged.offset)
+            kept, after = spool.set_aside(position)
+            logger.error(
+                "routing log: spool %s segment %d offset %d is not a valid record; its %d "
+                "bytes are kept in %s and the records after it are stored",
+                spool.directory,
+                position.segment,
+                position.offset,
+                after.offset - position.offset,
+                kept,
+            )
+            spool.acknowledge(after, 1)
+            return 1, after
         if not payloads:
             return 0, position
+        if max(map(len, payloads)) > MAX_RECORD_BYTES:
+            payloads = [_bounded(p) for p in payloads]
         sink = self._sink
         if isinstance(sink, EncodedSink):
             self.written += self._write(

@@ -28,6 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol
 
 from compliance.audit.spool import Position, Spool, SpoolError
+from compliance.drain_watch import DrainWatch, StuckDrain
 from compliance.idle_priority import idle_executor
 from compliance.routing_batches import (
     PoisonHandler,
@@ -113,6 +114,7 @@ class RoutingLogWriter:
         self._position = Position(0, 0)
         self._closing = False
         self.last_error: str | None = None
+        self.watch = DrainWatch()
 
     @property
     def written(self) -> int:
@@ -123,6 +125,16 @@ class RoutingLogWriter:
     def pending(self) -> int:
         """Records accepted (or recovered from the spool) but not yet in the database."""
         return self._spool.pending
+
+    @property
+    def stuck(self) -> list[StuckDrain]:
+        """Drains failing again and again at one spool position (compliance.drain_watch);
+        this process's own drain no longer once its acknowledged position has passed it (so
+        a report never says stuck with nothing pending)."""
+        own, acked = str(self._spool.directory), self._spool.ack_position
+        return [
+            s for s in self.watch.stuck if s.slot != own or Position(s.segment, s.offset) >= acked
+        ]
 
     def start(self) -> None:
         """Open the spool (replaying what a previous process left) and start storing; slots
@@ -150,17 +162,21 @@ class RoutingLogWriter:
                             self._spool_drain.drain, orphan, position, self._batch_size
                         )
                     except Exception as exc:
-                        logger.warning("routing log: abandoned spool %s: %s", slot, exc)
+                        error, at = f"{type(exc).__name__}: {exc}", orphan.next_record(position)
+                        if self.watch.failed(slot, at, error):
+                            logger.warning("routing log: abandoned spool %s: %s", slot, exc)
                         if self._closing:
                             break  # kept for the next start
                         await asyncio.sleep(delay)
                         delay = min(delay * 2, self._retry_max)
                         continue
+                    self.watch.progressed(slot)
                     if not stored:
                         break
                 if not orphan.pending:
                     logger.info("routing log: stored the records left in %s", slot)
             finally:
+                self.watch.forget(slot)
                 await asyncio.to_thread(orphan.close)
 
     def submit(self, record: Record) -> asyncio.Future[None]:
@@ -221,9 +237,12 @@ class RoutingLogWriter:
                 stored, full = await self._store_batch()
             except Exception as exc:  # records stay in the spool; the store may come back
                 self.last_error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, StoreUnavailable):
+                # Once stuck at this position, the watch logs instead (rate limited).
+                at = self._spool.next_record(self._position)
+                log = self.watch.failed(self._spool.directory, at, self.last_error)
+                if log and isinstance(exc, StoreUnavailable):
                     logger.warning("routing log write failed, will retry: %s", self.last_error)
-                else:
+                elif log:
                     logger.exception("routing log write failed, will retry")
                 if self._closing:
                     return
@@ -231,6 +250,7 @@ class RoutingLogWriter:
                 delay = min(delay * 2, self._retry_max)
                 continue
             delay = 0.05
+            self.watch.progressed(self._spool.directory)
             if stored:
                 self.last_error = None
                 await self._run_jobs(stored)

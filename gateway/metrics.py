@@ -9,7 +9,7 @@ matching, locks) against ~1.8 µs, and the data path records three per request.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
@@ -17,6 +17,8 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from compliance.drain_watch import StuckDrain
 
 METER_NAME = "residency_gateway"
 _DECISION_BUCKETS = (5e-6, 1e-5, 2e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3)
@@ -31,6 +33,8 @@ class RuntimeGauges:
     snapshot_age_seconds: Callable[[], float]
     audit_spool_depth: Callable[[], int]
     database_up: Callable[[], bool]
+    routing_log_stuck: Callable[[], Sequence[StuckDrain]] = lambda: ()
+    routing_log_drain_failures: Callable[[], int] = lambda: 0
 
 
 def _gauge(read: Callable[[], float]) -> Callable[[CallbackOptions], Iterable[Observation]]:
@@ -115,6 +119,29 @@ class GatewayMetrics:
             [_gauge(lambda: 1.0 if gauges.database_up() else 0.0)],
             unit="1",
             description="1 if the policy database answered the last refresh",
+        )
+
+        def stuck(_: CallbackOptions) -> Iterable[Observation]:
+            drains = gauges.routing_log_stuck()
+            if not drains:
+                return [Observation(0)]
+            return [
+                Observation(1, {"slot": d.slot, "segment": str(d.segment), "offset": str(d.offset)})
+                for d in drains
+            ]
+
+        meter.create_observable_gauge(
+            "gateway_routing_log_drain_stuck",
+            [stuck],
+            unit="1",
+            description="1 per spool slot whose drain keeps failing at one position "
+            "(labels: where); 0 if none",
+        )
+        meter.create_observable_counter(
+            "gateway_routing_log_drain_failures",
+            [_gauge(lambda: float(gauges.routing_log_drain_failures()))],
+            unit="1",
+            description="Failed attempts to store spooled routing records in the database",
         )
 
     def count_request(self, region: str, tenant: str, outcome: str) -> None:

@@ -91,6 +91,8 @@ class GatewayRuntime:
                 snapshot_age_seconds=lambda: time.monotonic() - self.snapshot_loaded_at,
                 audit_spool_depth=lambda: self.routing_log.pending,
                 database_up=lambda: self.database_ok,
+                routing_log_stuck=lambda: self.routing_log.stuck,
+                routing_log_drain_failures=lambda: self.routing_log.watch.failures_total,
             ),
         )
         self.health_tracker = HealthTracker(fall=settings.health_fall, rise=settings.health_rise)
@@ -213,9 +215,18 @@ class GatewayRuntime:
                 for r in snapshot.policy.regions
                 if (h := snapshot.health.get(r.id)) is None or h.healthy
             )
+        stuck = self.routing_log.stuck
+        status = "ok"
+        if not self.database_ok:
+            status = "degraded: routing on the last good snapshot"
+        elif stuck:  # still serving: the spool keeps every record (see compliance.drain_watch)
+            status = (
+                f"degraded: routing log stuck at segment {stuck[0].segment} "
+                f"offset {stuck[0].offset}"
+            )
         return {
             "ready": snapshot is not None,
-            "status": "ok" if self.database_ok else "degraded: routing on the last good snapshot",
+            "status": status,
             "snapshot_loaded": snapshot is not None,
             "policy_version": snapshot.policy.version if snapshot else None,
             "snapshot_age_seconds": round(time.monotonic() - self.snapshot_loaded_at, 3),
@@ -225,6 +236,11 @@ class GatewayRuntime:
             "regions_total": len(snapshot.policy.regions) if snapshot else 0,
             "regions_healthy": healthy,
             "routing_log_pending": self.routing_log.pending,
+            "routing_log_drain": (
+                {"state": "stuck", "stuck": [s.to_dict() for s in stuck]}
+                if stuck
+                else {"state": "ok"}
+            ),
         }
 
     async def stop(self) -> None:

@@ -32,6 +32,15 @@ def parse_frames(data: bytes, max_records: int) -> tuple[list[bytes], int, bool]
     return payloads, pos, False
 
 
+def frame_size(data: bytes) -> int | None:
+    """Header plus payload length of the frame starting `data` (None: no header, or the
+    zero length of the unwritten end)."""
+    if len(data) < FRAME.size:
+        return None
+    length, _ = FRAME.unpack_from(data, 0)
+    return FRAME.size + length if length else None
+
+
 def frame(payload: bytes) -> bytes:
     """One framed record."""
     if not payload:

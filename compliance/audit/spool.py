@@ -25,25 +25,31 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from compliance.audit.frames import frame, parse_frames
+from compliance.audit.frames import FRAME, frame, frame_size, parse_frames
 from compliance.audit.spool_files import (
     Position,
     Segment,
     SpoolBusy,
+    SpoolDamaged,
     SpoolError,
     claim_free_slot,
     claim_slot,
+    keep_damaged,
     read_ack,
     slots,
     write_ack,
 )
 
-__all__ = ["Position", "Spool", "SpoolBusy", "SpoolError"]
+__all__ = ["Position", "Spool", "SpoolBusy", "SpoolDamaged", "SpoolError"]
 
 logger = logging.getLogger(__name__)
 
 SEGMENT_BYTES = 16 * 1024 * 1024
 READ_CHUNK = 4 * 1024 * 1024
+"""Bytes read at once; a larger frame is read whole (see `Spool.read`)."""
+MAX_PAYLOAD_BYTES = SEGMENT_BYTES
+"""Largest record the spool writes (routing records are bounded well below this:
+compliance.audit.record_bounds)."""
 SUFFIX = ".spool"
 INLINE_FLUSH_LIMIT = 0.0005
 """Flushes run in the owner's thread while one takes less than this (seconds, moving average)."""
@@ -151,10 +157,16 @@ class Spool:
             data = handle.read()
         payloads, used, torn = parse_frames(data, len(data))
         if torn:
+            assert self.directory is not None
+            kept = keep_damaged(
+                self.root, self.directory, Position(number, start + used), data[used:].rstrip(b"\0")
+            )
             logger.error(
-                "audit spool %s: torn record at offset %d ignored (written, never acknowledged)",
+                "audit spool %s: torn record at offset %d ignored (written, never "
+                "acknowledged); its bytes are kept in %s",
                 path,
                 start + used,
+                kept,
             )
         if not payloads:
             path.unlink()  # nothing left to replay in it
@@ -170,7 +182,12 @@ class Spool:
         return self._inline
 
     def append(self, payload: bytes) -> int:
-        """Queue one record; returns its number (durable once a flush reports >= it)."""
+        """Queue one record; returns its number (durable once a flush reports >= it). A record
+        over MAX_PAYLOAD_BYTES is refused (SpoolError): it is never written."""
+        if len(payload) > MAX_PAYLOAD_BYTES:
+            raise SpoolError(
+                f"audit spool record of {len(payload)} bytes refused (limit {MAX_PAYLOAD_BYTES})"
+            )
         data = frame(payload)
         with self._lock:
             if self._failure is not None:
@@ -320,28 +337,59 @@ class Spool:
             return self._sealed.get(segment), (min(later) if later else None)
 
     def read(self, start: Position, max_records: int) -> tuple[list[bytes], Position]:
-        """Durable records from `start` (at most `max_records`) and the position after them."""
-        position = start
+        """Durable records from `start` (at most `max_records`) and the position after them.
+        A frame larger than READ_CHUNK is read whole; SpoolDamaged if the data at the position
+        is not a valid frame (see `set_aside`)."""
         if max_records <= 0:
+            return [], start
+        position, limit = self._next_record(start)
+        if limit is None:
             return [], position
+        fd, available = self._read_fd(position.segment), limit - position.offset
+        data = os.pread(fd, min(available, READ_CHUNK), position.offset)
+        payloads, used, torn = parse_frames(data, max_records)
+        if not payloads and not torn:  # the first frame is larger than one chunk
+            size = frame_size(data)
+            if size is not None and len(data) < size <= available:
+                data = os.pread(fd, size, position.offset)
+                payloads, used, torn = parse_frames(data, max_records)
+        if not payloads:  # (valid frames before a damaged one are returned first)
+            raise SpoolDamaged(position.segment, position.offset)
+        return payloads, Position(position.segment, position.offset + used)
+
+    def _next_record(self, start: Position) -> tuple[Position, int | None]:
+        """Where the first durable record at or after `start` is, and the end of the durable
+        data in its segment (None: no record there yet)."""
+        position = start
         while True:
             limit, following = self._bounds(position.segment)
-            if limit is None or position.offset >= limit:
-                if following is None:
-                    return [], position
-                position = Position(following, 0)
-                continue
-            data = os.pread(
-                self._read_fd(position.segment),
-                min(limit - position.offset, READ_CHUNK),
-                position.offset,
-            )
-            payloads, used, torn = parse_frames(data, max_records)
-            if torn or (not payloads and used == 0):
-                raise SpoolError(
-                    f"audit spool segment {position.segment} unreadable at {position.offset}"
-                )
-            return payloads, Position(position.segment, position.offset + used)
+            if limit is not None and position.offset < limit:
+                return position, limit
+            if following is None:
+                return position, None
+            position = Position(following, 0)
+
+    def next_record(self, start: Position) -> Position:
+        """Where the first record at or after `start` is (or will be): the spool position a
+        drain from `start` is working on."""
+        return self._next_record(start)[0]
+
+    def set_aside(self, position: Position) -> tuple[Path, Position]:
+        """Move the unreadable data at `position` out of the way: copy it under the spool
+        root (`keep_damaged`) and return that file and the position after it (the next frame
+        if the damaged one's length fits in the segment, else the end of the segment's data).
+        The caller acknowledges past it."""
+        limit, _ = self._bounds(position.segment)
+        assert self.directory is not None and limit is not None
+        fd = self._read_fd(position.segment)
+        size = frame_size(os.pread(fd, FRAME.size, position.offset))
+        end = limit
+        if size is not None and position.offset + size <= limit:
+            end = position.offset + size
+        data = os.pread(fd, end - position.offset, position.offset)
+        return keep_damaged(self.root, self.directory, position, data), Position(
+            position.segment, end
+        )
 
     def _read_fd(self, segment: int) -> int:
         fd = self._read_fds.get(segment)

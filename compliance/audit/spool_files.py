@@ -16,6 +16,8 @@ from pathlib import Path
 MAX_SLOTS = 1024
 LOCK_FILE = "lock"
 ACK_FILE = "ack"
+DAMAGED_DIR = "damaged"
+"""Under the spool root: bytes the drain could not read as records, kept for an operator."""
 
 
 class SpoolError(Exception):
@@ -24,6 +26,15 @@ class SpoolError(Exception):
 
 class SpoolBusy(SpoolError):
     """Another live process holds this slot."""
+
+
+class SpoolDamaged(SpoolError):
+    """Durable spool data that is not a valid frame (`Spool.set_aside` moves it out of the way)."""
+
+    def __init__(self, segment: int, offset: int) -> None:
+        super().__init__(f"audit spool segment {segment} unreadable at {offset}")
+        self.segment = segment
+        self.offset = offset
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -80,6 +91,24 @@ def write_ack(directory: Path, position: Position) -> None:
     temporary = directory / f"{ACK_FILE}.tmp"
     temporary.write_text(f"{position.segment} {position.offset}\n", "ascii")
     os.replace(temporary, directory / ACK_FILE)
+
+
+def keep_damaged(root: Path, slot: Path, position: Position, data: bytes) -> Path:
+    """Keep bytes that cannot be read as records in `<root>/damaged/`, durably; the file.
+
+    Named after the slot, segment and offset they came from, so nothing is lost: an operator
+    can inspect them (each record is a frame: little-endian length, CRC-32, payload)."""
+    directory = root / DAMAGED_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{slot.name}-{position.segment:012d}-{position.offset}.bin"
+    temporary = path.with_suffix(".tmp")
+    with temporary.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    fsync_dir(directory)
+    return path
 
 
 def fsync_dir(path: Path) -> None:

@@ -244,3 +244,75 @@ async def test_a_spool_left_by_a_dead_process_is_stored(tmp_path: Path) -> None:
     assert log.get("dec-000010") is not None and log.get("dec-000009") is None
     assert list(orphan.glob("*.spool")) == []
     log.close()
+
+
+def test_a_frame_larger_than_a_read_chunk_is_read_back_whole(tmp_path: Path) -> None:
+    big = os.urandom(5 * 1024 * 1024)  # over the reader's 4 MiB chunk
+    spool = Spool(tmp_path)
+    spool.open()
+    for payload in (b"before", big, b"after"):
+        spool.append(payload)
+    spool.flush()
+    assert drain(spool, batch=10)[0] == [b"before", big, b"after"]
+    spool.close()
+    again = Spool(tmp_path)  # and after a restart (replayed from the segment files)
+    again.open()
+    payloads, end = drain(again, batch=1)
+    assert payloads == [b"before", big, b"after"]
+    again.acknowledge(end, 3)
+    again.close()
+
+
+def test_a_record_over_the_spool_limit_is_refused_not_written(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    with pytest.raises(SpoolError, match="refused"):
+        spool.append(b"x" * (16 * 1024 * 1024 + 1))
+    spool.append(b"next")
+    spool.flush()
+    assert drain(spool)[0] == [b"next"]
+    spool.close()
+
+
+def test_damaged_spool_data_is_kept_aside_and_the_drain_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from compliance.routing_batches import SpoolDrain
+
+    url = f"sqlite:///{tmp_path}/log.db"
+    upgrade(url)
+    log = RoutingLogStore(url)
+    spool = Spool(tmp_path / "spool")
+    spool.open()
+    payloads = [encode(decision(n)) for n in range(1, 6)]
+    for payload in payloads:
+        spool.append(payload)
+    spool.flush()
+    assert spool.directory is not None
+    segment = next(spool.directory.glob("*.spool"))
+    start = len(frame(payloads[0]) + frame(payloads[1]))
+    damaged = bytearray(frame(payloads[2]))
+    damaged[-5] ^= 0xFF  # bit rot in the third record: its CRC no longer matches
+    with segment.open("r+b") as handle:
+        handle.seek(start)
+        handle.write(damaged)
+    position, stored = spool.ack_position, 0
+    sink = SpoolDrain(log)
+    for _ in range(10):
+        count, position = sink.drain(spool, position, 100)
+        stored += count
+        if not count:
+            break
+    assert [log.get(f"dec-00000{n}") is not None for n in range(1, 6)] == [
+        True,
+        True,
+        False,
+        True,
+        True,
+    ]
+    assert spool.pending == 0
+    kept = tmp_path / "spool" / "damaged" / f"{spool.directory.name}-{segment.stem}-{start}.bin"
+    assert kept.read_bytes() == bytes(damaged)  # nothing lost: the bytes are kept
+    assert f"offset {start}" in caplog.text and str(kept) in caplog.text
+    spool.close()
+    log.close()

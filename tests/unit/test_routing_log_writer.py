@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from compliance.audit.spool import Spool
 from compliance.routing_log import RoutingLogWriter
 from compliance.store.errors import StoreError, StoreUnavailable
@@ -71,3 +73,28 @@ async def test_poison_record_is_set_aside_not_blocking(tmp_path: Path) -> None:
     await writer.close()
     assert [r["decision_id"] for r in store.rows] == ["a", "c"]
     assert rejected == ["b"]
+
+
+async def test_a_drain_stuck_at_one_position_is_reported_and_logged_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = FlakyStore()
+    store.down = True
+    writer = RoutingLogWriter(store, Spool(tmp_path), batch_size=10, retry_max=0.02)
+    writer.start()
+    for i in range(5):
+        await writer.record({"decision_id": str(i)})
+    for _ in range(200):  # bounded wait for a few retries
+        if writer.watch.failures_total >= 8:
+            break
+        await asyncio.sleep(0.02)
+    [stuck] = writer.stuck
+    assert (stuck.segment, stuck.offset) == (1, 0) and stuck.failures >= 8
+    assert "unreachable" in stuck.error
+    assert caplog.text.count("routing log drain stuck") == 1  # not a line per retry
+    assert caplog.text.count("will retry") == 2
+    assert "segment 1 offset 0" in caplog.text
+    store.down = False
+    await writer.close()
+    assert writer.stuck == [] and len(store.rows) == 5
+    assert "routing log drain moving again" in caplog.text
