@@ -11,26 +11,47 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field, IPvAnyAddress
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import admin_api, audit_api, audit_chain_api
 from gateway.asgi import ASGIApp, JsonResponse, Receive, Scope, Send, openai_error
-from gateway.intake import RequestRejected, authenticate, new_request_id
+from gateway.intake import (
+    MAX_IP_CHARS,
+    MAX_MODEL_CHARS,
+    RequestRejected,
+    authenticate,
+    new_request_id,
+    parse_explain_body,
+)
 from gateway.proxy import INFERENCE_PATHS, InferenceProxy, UpstreamStreamBroken
+from gateway.relay import declared_length, read_body
 from gateway.routing.decide import decide
 from gateway.runtime import GatewayRuntime
 from regions.catalog import RegionStatus
 
 
 class ExplainRequest(BaseModel):
-    """Facts to explain a decision for; headers X-Data-Subject-Country / X-Data-Class also apply."""
+    """Facts to explain a decision for; headers X-Data-Subject-Country / X-Data-Class also apply.
+
+    Documents the body only: `intake.parse_explain_body` reads it, after authentication.
+    """
 
     model_config = ConfigDict(extra="forbid")
-    ip: IPvAnyAddress | None = Field(
-        None, description="client address to locate; default: the caller's"
+    ip: str | None = Field(
+        None,
+        max_length=MAX_IP_CHARS,
+        description="client address to locate (IPv4 or IPv6); default: the caller's",
     )
-    model: str | None = None
+    model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_CHARS)
+
+
+_EXPLAIN_BODY = {
+    "requestBody": {
+        "required": False,
+        "content": {"application/json": {"schema": ExplainRequest.model_json_schema()}},
+    }
+}
 
 
 class _DropBrokenStreams(logging.Filter):
@@ -108,17 +129,20 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
             ],
         }
 
-    @api.post("/v1/residency/explain")
-    async def explain(request: Request, body: ExplainRequest | None = None) -> dict[str, Any]:
+    @api.post("/v1/residency/explain", openapi_extra=_EXPLAIN_BODY)
+    async def explain(request: Request) -> dict[str, Any]:
         snapshot = runtime.snapshot
+        # Authenticate before reading a byte of the body, then read at most the body limit.
         tenant = authenticate(request.scope, snapshot.policy)
-        query = body or ExplainRequest()
+        limit = runtime.settings.max_body_bytes
+        declared = declared_length(request.scope)
+        if declared is not None and declared > limit:
+            raise RequestRejected(
+                413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
+            )
+        query = parse_explain_body(await read_body(request.receive, limit))
         facts = runtime.facts.build(
-            request.scope,
-            tenant,
-            query.model,
-            new_request_id(),
-            client_ip=str(query.ip) if query.ip is not None else None,
+            request.scope, tenant, query.model, new_request_id(), client_ip=query.ip
         )
         return decide(facts, snapshot).to_dict()
 

@@ -13,6 +13,7 @@ from gateway.cli_common import CliError
 from gateway.explain_text import explain_text
 from gateway.intake import (
     RequestRejected,
+    check_model,
     new_request_id,
     parse_data_class_header,
     parse_subject_country,
@@ -30,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         subject = parse_subject_country(args.subject_country)
         data_class = parse_data_class_header(args.data_class)
+        model = None if args.model is None else check_model(args.model)
     except RequestRejected as exc:
-        message = exc.message.replace("X-Data-Class", "--data-class")
+        message = exc.message.replace("X-Data-Class", "--data-class").replace("'model'", "--model")
         raise CliError(message.replace("X-Data-Subject-Country", "--subject-country")) from None
     if args.ip is not None:
         try:
@@ -60,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         client_coordinates=coordinates,
         subject_country=subject,
         data_class=data_class,
-        model=args.model,
+        model=model,
     )
     decision = decide(facts, RoutingSnapshot(policy, health_known=False))
     if args.json:

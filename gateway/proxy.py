@@ -83,6 +83,8 @@ class InferenceProxy:
                 raise RequestRejected(
                     405, f"{scope['path']} accepts POST only", "method_not_allowed"
                 )
+            # Authenticate first: an unknown client never makes the gateway read its body.
+            tenant = authenticate(scope, snapshot.policy)
             declared = declared_length(scope)
             if declared is not None and declared > rt.settings.max_body_bytes:
                 raise RequestRejected(
@@ -91,7 +93,6 @@ class InferenceProxy:
                     "request_too_large",
                 )
             body = await read_body(receive, rt.settings.max_body_bytes)
-            tenant = authenticate(scope, snapshot.policy)
             parsed = parse_inference_body(body)
             facts = rt.facts.build(scope, tenant, parsed.model, request_id)
         except RequestRejected as rejected:

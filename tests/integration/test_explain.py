@@ -122,6 +122,10 @@ BAD_ARGS = {
     "data-class": (("--ip", IP_DE, "--data-class", "nope"), "'nope'"),
     "ip": (("--ip", "not-an-ip"), "'not-an-ip'"),
     "tenant": (("--ip", IP_DE, "--tenant", "ghost"), "'ghost'"),
+    # 'ß'.upper() is 'SS' (South Sudan): the raw value must be two ASCII letters.
+    "subject-eszett": (("--ip", IP_DE, "--subject-country", "\u00df"), "'\u00df'"),
+    "data-class-nel": (("--ip", IP_DE, "--data-class", "public\u0085"), "--data-class"),
+    "model-too-long": (("--ip", IP_DE, "--model", "m" * 257), "--model is 257 characters"),
 }
 
 
