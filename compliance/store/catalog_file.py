@@ -281,7 +281,12 @@ def load_catalog(path: Path | None = None) -> tuple[tuple[Region, ...], tuple[Te
         resource = resources.files("regions").joinpath("data", "demo-catalog.yaml")
         text, origin = resource.read_text("utf-8"), "demo-catalog.yaml"
     else:
-        text, origin = path.read_text("utf-8"), str(path)
+        origin = str(path)
+        try:
+            text = path.read_text("utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise CatalogError(f"{origin}: cannot read the catalog file: {reason}") from None
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -219,3 +219,12 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
     path.write_text("tenants:\n  - {id: t, name: T, flags: [vip]}\n", "utf-8")
     with pytest.raises(CatalogError, match=r"catalog\.yaml: tenants\[0\]\.flags\[0\]: 'vip'"):
         load_catalog(path)
+
+
+def test_a_missing_or_binary_catalog_file_is_a_catalog_error(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match=r"nope\.yaml: cannot read the catalog file: No such"):
+        load_catalog(tmp_path / "nope.yaml")
+    binary = tmp_path / "binary.yaml"
+    binary.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(CatalogError, match="not UTF-8 text"):
+        load_catalog(binary)
