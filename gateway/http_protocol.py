@@ -273,21 +273,26 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     ) -> None:
         """Answer `status` with a JSON error, stop parsing, and close the connection.
 
-        If an answer to an earlier (pipelined) request or to this request is already being
-        written, no second answer can be framed: the connection is closed at once.
+        While answers to earlier (pipelined) requests are still due, no answer can be framed
+        for this one: those are sent, then the connection closes. If this request's answer has
+        begun, or requests are queued behind it, the connection is closed at once.
         """
         if self._rejected:
             return
         self._rejected = True
         self._cancel_timers()
         cycle = self.cycle
-        in_flight = cycle is not None and not cycle.response_complete
-        if cycle is not None and in_flight:
+        pending = cycle is not None and not cycle.response_complete
+        if cycle is not None and pending and self._reading_headers:
+            cycle.keep_alive = False  # uvicorn closes the connection after that answer
+            self.flow.pause_reading()
+            return
+        if cycle is not None and pending:
             cycle.disconnected = True  # the app's answer, if any, is dropped
             cycle.message_event.set()
-        if self.pipeline or (in_flight and (self._reading_headers or cycle.response_started)):
-            self.transport.close()
-            return
+            if self.pipeline or cycle.response_started:
+                self.transport.close()
+                return
         payload = orjson.dumps(openai_error(message, error_type, code))
         lines = [STATUS_LINE[status]]
         for name, value in [
