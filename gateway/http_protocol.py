@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -89,6 +90,19 @@ class CoalescingTransport:
         return getattr(self._transport, name)
 
 
+CAP_WARNING_INTERVAL = 10.0
+_cap_warned_at = float("-inf")
+
+
+def _warn_at_cap(cap: int) -> None:
+    """Log that connections are being refused, at most every CAP_WARNING_INTERVAL seconds."""
+    global _cap_warned_at
+    now = time.monotonic()
+    if now - _cap_warned_at >= CAP_WARNING_INTERVAL:
+        _cap_warned_at = now
+        logger.warning("refusing new connections: %d are open (GATEWAY_MAX_CONNECTIONS)", cap)
+
+
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools HTTP/1.1 protocol over a `CoalescingTransport`, with limits.
 
@@ -116,6 +130,7 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         cap = self._limits.max_connections
         count = len(self.connections)
         if count > cap:
+            _warn_at_cap(cap)
             # Lingering (so that the 503 is read, not lost to a reset) holds the descriptor a
             # little longer: only a bounded number of refusals may do it at once.
             linger = count <= cap + http_limits.REFUSAL_LINGER_SLOTS
