@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import uvicorn
 
 from compliance.store.policy_store import PolicyStore
+from gateway import http_limits
 from gateway.asgi import ASGIApp
 from gateway.bootstrap import prepare_database
 from gateway.fast_paths import log_fast_paths
@@ -26,7 +27,9 @@ def app_factory() -> ASGIApp:
     """Build the app from the environment (each uvicorn worker calls this)."""
     from gateway.app import create_app
 
-    return create_app(GatewayRuntime(Settings(), freeze_heap=True))
+    settings = Settings()
+    http_limits.install(settings)  # before the server accepts a connection
+    return create_app(GatewayRuntime(settings, freeze_heap=True))
 
 
 def settings_to_environment(overrides: dict[str, str]) -> None:

@@ -40,6 +40,26 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         4 * 1024 * 1024, ge=1024, description="request body limit (413 above it)"
     )
+    max_request_header_bytes: int = Field(
+        60 * 1024,
+        ge=1024,
+        description="request line plus headers limit in bytes (431 and close above it)",
+    )
+    request_header_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a connection may take to send a request's whole header block "
+        "(408 and close after it; a new connection sending nothing is closed)",
+    )
+    request_body_idle_timeout: float = Field(
+        30.0, gt=0, description="max seconds between request body chunks (408 and close after it)"
+    )
+    max_connections: int = Field(
+        10_000,
+        ge=1,
+        description="open client connections per worker; beyond, a new connection gets 503 and is "
+        "closed (lowered to fit the open-files limit, which is raised to its hard limit)",
+    )
     upstream_connect_timeout: float = Field(
         2.0, gt=0, description="seconds to connect to a region before failing over"
     )

@@ -1,8 +1,15 @@
-"""Background health probing of regions (aiohttp), feeding the pure HealthTracker."""
+"""Background health probing of regions (aiohttp), feeding the pure HealthTracker.
+
+A probe that fails because this process cannot open a socket (out of file descriptors) says
+nothing about the region: its verdict is unknown and the region's health is left as it was.
+Probes keep their connection to each region alive, so a process short of descriptors can still
+probe over the connections it holds.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from collections.abc import Callable, Sequence
 
@@ -12,6 +19,29 @@ from regions.catalog import Region
 from regions.health import HealthTracker, HealthView
 
 logger = logging.getLogger(__name__)
+
+_LOCAL_SHORTAGE = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""Errors of this process or host (no descriptor or buffer for a socket), not of the region."""
+
+Verdict = tuple[bool | None, str]
+"""(healthy, detail); healthy is None when the probe could not tell."""
+
+
+def _local_shortage(exc: BaseException) -> bool:
+    """True if `exc` (or what it wraps) is this process being unable to open a socket."""
+    seen: set[int] = set()
+    stack: list[BaseException | None] = [exc]
+    while stack:
+        current = stack.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _LOCAL_SHORTAGE:
+            return True
+        stack += [getattr(current, "os_error", None), current.__cause__, current.__context__]
+        if isinstance(current, ExceptionGroup):
+            stack += current.exceptions
+    return "Too many open files" in str(exc)
 
 
 class HealthProber:
@@ -36,7 +66,7 @@ class HealthProber:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._path = path
 
-    async def _probe(self, session: aiohttp.ClientSession, region: Region) -> tuple[bool, str]:
+    async def _probe(self, session: aiohttp.ClientSession, region: Region) -> Verdict:
         url = region.base_url.rstrip("/") + self._path
         try:
             async with session.get(url, timeout=self._timeout) as response:
@@ -47,6 +77,8 @@ class HealthProber:
         except TimeoutError:
             return False, "health check timed out"
         except (aiohttp.ClientError, OSError) as exc:
+            if _local_shortage(exc):
+                return None, f"cannot open a socket: {exc}"
             return False, f"health check failed: {type(exc).__name__}"
 
     async def probe_once(self, session: aiohttp.ClientSession) -> bool:
@@ -55,6 +87,9 @@ class HealthProber:
         results = await asyncio.gather(*(self._probe(session, r) for r in regions))
         changed = False
         for region, (ok, detail) in zip(regions, results, strict=True):
+            if ok is None:
+                logger.warning("region %s not probed, health unchanged: %s", region.id, detail)
+                continue
             if self._tracker.observe(region.id, ok, detail):
                 changed = True
                 logger.warning(
@@ -65,10 +100,13 @@ class HealthProber:
             self._publish(self._tracker.view())
         return changed
 
+    def connector(self) -> aiohttp.TCPConnector:
+        """The probes' connection pool: kept-alive connections need no new descriptor per probe."""
+        return aiohttp.TCPConnector(limit=64, keepalive_timeout=max(30.0, 3 * self._interval))
+
     async def run(self) -> None:
         """Probe forever (until cancelled)."""
-        connector = aiohttp.TCPConnector(limit=64, force_close=True)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        async with aiohttp.ClientSession(connector=self.connector()) as session:
             while True:
                 try:
                     await self.probe_once(session)
