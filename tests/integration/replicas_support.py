@@ -32,8 +32,10 @@ class PgGatewayProcess(GatewayProcess):
         data_dir: Path,
         database_url: str,
         overrides: Mapping[str, str] | None = None,
+        *,
+        startup_timeout: float = 20.0,
     ) -> None:
-        super().__init__(catalog, data_dir, overrides)
+        super().__init__(catalog, data_dir, overrides, startup_timeout=startup_timeout)
         self._pg_url = database_url
         self.env["GATEWAY_DATABASE_URL"] = database_url
 

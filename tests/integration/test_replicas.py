@@ -139,8 +139,11 @@ def _verify_chain(replica: PgGatewayProcess) -> None:
 def test_replicas_started_together_migrate_one_database(catalog: Path, temp_dir: Path) -> None:
     """A rollout starts every replica at once on a fresh database: exactly one migrates/seeds."""
     with pg_database_or_skip("rg_rollout") as url:
+        # Three start-ups at once on two cores, two of them waiting for the migration lock:
+        # a generous bound, since on a busy machine the last one took over 20 s.
         replicas = [
-            PgGatewayProcess(catalog, temp_dir / f"r{i}", url, NOTIFY_ONLY) for i in range(3)
+            PgGatewayProcess(catalog, temp_dir / f"r{i}", url, NOTIFY_ONLY, startup_timeout=90)
+            for i in range(3)
         ]
         errors: list[BaseException] = []
 
