@@ -16,7 +16,8 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine
 
-from compliance.audit.checkpoints import Checkpoint, ReceiptError, from_receipt
+from compliance.audit.cadence import ReceiptError, from_receipt
+from compliance.audit.checkpoints import Checkpoint
 from compliance.audit.export import FORMATS, parse_instant
 from compliance.audit.keys import (
     AuditKeyError,

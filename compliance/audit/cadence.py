@@ -1,6 +1,7 @@
 """What `verify` checks of the checkpoints themselves: the checkpoint chain's links, the signed
 cadence (no stretch of the log left unsigned for longer than the signer promised) and an
-auditor's receipt (the database still holds the checkpoint pinned outside it).
+auditor's receipt (the database still holds the checkpoint pinned outside it; `from_receipt`
+reads one).
 
 Hashes alone prove nothing against someone with write access (they can be recomputed), and a
 signed checkpoint proves only the entries up to it: these checks make deleting checkpoints, a
@@ -13,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import pairwise
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from compliance.audit.canonical import GENESIS_HASH, canonical_timestamp
-from compliance.audit.checkpoints import Cadence, Checkpoint
+from compliance.audit.checkpoints import RECEIPT_NAME, Cadence, Checkpoint
 from compliance.audit.report import Break
 
 
@@ -151,3 +153,30 @@ def check_receipt(
     if first_kept is not None and receipt.seq < first_kept:
         return [], "pruned"
     return [], "present"
+
+
+class ReceiptError(ValueError):
+    """A receipt file that is not a checkpoint receipt."""
+
+
+def from_receipt(document: Any) -> Checkpoint:
+    """The checkpoint a receipt describes (its signature is not checked here)."""
+    if not isinstance(document, dict) or document.get("receipt") != RECEIPT_NAME:
+        raise ReceiptError("not a checkpoint receipt (from 'gateway audit checkpoint export')")
+    try:
+        stamp = document["created_at"]
+        created = datetime.fromisoformat(stamp[:-1] + "+00:00" if stamp.endswith("Z") else stamp)
+        max_records, max_seconds = document.get("max_records"), document.get("max_seconds")
+        return Checkpoint(
+            seq=int(document["seq"]),
+            record_hash=str(document["record_hash"]),
+            kind=str(document["kind"]),
+            created_at=created,
+            key_id=str(document["key_id"]),
+            signature=str(document["signature"]),
+            prev_hash=document.get("prev_checkpoint_hash"),
+            max_records=None if max_records is None else int(max_records),
+            max_seconds=None if max_seconds is None else float(max_seconds),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReceiptError(f"not a checkpoint receipt ({type(exc).__name__}: {exc})") from None

@@ -138,33 +138,6 @@ class Checkpoint:
         }
 
 
-class ReceiptError(ValueError):
-    """A receipt file that is not a checkpoint receipt."""
-
-
-def from_receipt(document: Any) -> Checkpoint:
-    """The checkpoint a receipt describes (its signature is not checked here)."""
-    if not isinstance(document, dict) or document.get("receipt") != RECEIPT_NAME:
-        raise ReceiptError("not a checkpoint receipt (from 'gateway audit checkpoint export')")
-    try:
-        stamp = document["created_at"]
-        created = datetime.fromisoformat(stamp[:-1] + "+00:00" if stamp.endswith("Z") else stamp)
-        max_records, max_seconds = document.get("max_records"), document.get("max_seconds")
-        return Checkpoint(
-            seq=int(document["seq"]),
-            record_hash=str(document["record_hash"]),
-            kind=str(document["kind"]),
-            created_at=created,
-            key_id=str(document["key_id"]),
-            signature=str(document["signature"]),
-            prev_hash=document.get("prev_checkpoint_hash"),
-            max_records=None if max_records is None else int(max_records),
-            max_seconds=None if max_seconds is None else float(max_seconds),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ReceiptError(f"not a checkpoint receipt ({type(exc).__name__}: {exc})") from None
-
-
 def sign(
     key: Ed25519PrivateKey,
     seq: int,

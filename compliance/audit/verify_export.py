@@ -19,9 +19,9 @@ from typing import Any
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from compliance.audit.cadence import check_cadence
+from compliance.audit.cadence import ReceiptError, check_cadence, from_receipt
 from compliance.audit.canonical import FIELDS, Kind, entry_hash
-from compliance.audit.checkpoints import Checkpoint, ReceiptError, from_receipt
+from compliance.audit.checkpoints import Checkpoint
 from compliance.audit.export import (
     CHAIN_COLUMNS,
     CSV_COLUMNS,

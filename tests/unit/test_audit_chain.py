@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compliance.audit import checkpoints as cps
 from compliance.audit import verify_parallel
+from compliance.audit.cadence import ReceiptError, from_receipt
 from compliance.audit.canonical import GENESIS_HASH, Kind, entry_hash, normalise_fields
 from compliance.audit.config_log import record_change
 from compliance.audit.entries import iter_canonical, iter_entries
@@ -511,21 +512,21 @@ def test_rollback_to_an_older_signed_state_is_detected_by_a_receipt(signed: sa.E
     older = checkpoints_of(signed)[3].receipt()  # #22
     truncate(signed, entries_after=22, checkpoints_after=22)
     assert verify(signed, KEYS).ok  # a consistent older state: only the receipt tells
-    report = verify(signed, KEYS, receipt=cps.from_receipt(newest))
+    report = verify(signed, KEYS, receipt=from_receipt(newest))
     assert report.receipt == "missing"
     first = report.first_break
     assert first is not None and (first.problem, first.seq) == ("rolled back", 44)
     assert "is not in the database: the log was rolled back" in first.detail
-    kept = verify(signed, KEYS, receipt=cps.from_receipt(older))
+    kept = verify(signed, KEYS, receipt=from_receipt(older))
     assert kept.ok and kept.receipt == "present"
 
 
 def test_forged_receipt_is_rejected(signed: sa.Engine) -> None:
     receipt = {**checkpoints_of(signed)[-1].receipt(), "record_hash": "f" * 64}
-    report = verify(signed, KEYS, receipt=cps.from_receipt(receipt))
+    report = verify(signed, KEYS, receipt=from_receipt(receipt))
     assert report.receipt == "invalid" and not report.ok
-    with pytest.raises(cps.ReceiptError):
-        cps.from_receipt({"seq": 1})
+    with pytest.raises(ReceiptError):
+        from_receipt({"seq": 1})
 
 
 def test_unsigned_tail_within_the_cadence_is_reported(tmp_path: Path) -> None:
