@@ -44,7 +44,7 @@ def _first_chunk(chunks: Iterator[bytes]) -> bytes:
 
 
 def router(runtime: GatewayRuntime) -> APIRouter:
-    """GET /audit/public-key, /audit/chain/status and /audit/export."""
+    """GET /audit/public-key, /audit/chain/status, /audit/chain/receipt and /audit/export."""
     auditor = Depends(require(READ_AUDIT, lambda: runtime.access, lambda: runtime.snapshot))
     api = APIRouter(prefix="/audit", tags=["audit chain"])
 
@@ -68,6 +68,18 @@ def router(runtime: GatewayRuntime) -> APIRouter:
         except (StoreUnavailable, StoreError) as exc:
             raise _unavailable(exc) from None
         return report.to_dict()
+
+    @api.get("/chain/receipt")
+    async def chain_receipt(_: Principal = auditor) -> dict[str, Any]:
+        """The receipt of the newest signed checkpoint, for an auditor to keep outside the
+        database (`gateway audit verify --since-checkpoint FILE` detects a rollback past it)."""
+        try:
+            latest = await asyncio.to_thread(runtime.audit.latest_checkpoint)
+        except (StoreUnavailable, StoreError) as exc:
+            raise _unavailable(exc) from None
+        if latest is None:
+            raise RequestRejected(404, "no signed checkpoint yet", "not_found")
+        return latest.receipt()
 
     @api.get("/export")
     async def export(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Engine
 
+from compliance.audit.checkpoints import Cadence
 from compliance.audit.keys import load_or_create_signing_key, load_signing_key, read_public_key
 from compliance.audit.service import AuditChain
 from compliance.audit.spool import Spool
@@ -25,9 +26,18 @@ def trusted_keys(settings: Settings) -> list[Ed25519PublicKey]:
     return [read_public_key(path) for path in settings.audit_trusted_keys]
 
 
+def cadence(settings: Settings) -> Cadence:
+    """The unsigned-stretch limits these settings' checkpoints promise (and verify enforces)."""
+    return Cadence.for_signer(
+        settings.audit_checkpoint_records,
+        settings.audit_checkpoint_seconds,
+        settings.routing_log_batch_size,
+    )
+
+
 def audit_chain(settings: Settings, engine: Engine) -> AuditChain:
     """The audit chain of the gateway's database."""
-    return AuditChain(engine, signing_key(settings), trusted_keys(settings))
+    return AuditChain(engine, signing_key(settings), trusted_keys(settings), cadence(settings))
 
 
 def routing_log_writer(

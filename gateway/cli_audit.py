@@ -1,4 +1,4 @@
-"""`gateway audit verify | export | verify-export | public-key | prune | checkpoint`.
+"""`gateway audit verify | export | verify-export | public-key | prune | checkpoint [export]`.
 
 Run on a host holding the gateway's settings (database URL, data_dir with the signing key);
 `verify-export` needs only the export file and the public key, so auditors can run it offline.
@@ -16,6 +16,8 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Engine
 
+from compliance.audit.cadence import ReceiptError, from_receipt
+from compliance.audit.checkpoints import Checkpoint
 from compliance.audit.export import FORMATS, parse_instant
 from compliance.audit.keys import (
     AuditKeyError,
@@ -27,7 +29,7 @@ from compliance.audit.keys import (
 from compliance.audit.service import AuditChain
 from compliance.audit.verify_export import ExportFormatError, verify_export
 from compliance.store.engine import create_store_engine
-from gateway.audit_setup import signing_key, trusted_keys
+from gateway.audit_setup import cadence, signing_key, trusted_keys
 from gateway.cli_common import CliError
 from gateway.cli_database import migrated_database_url
 from gateway.settings import Settings
@@ -59,13 +61,23 @@ def _chain(settings: Settings, *, signing: bool, key_files: list[Path] | None = 
     except AuditKeyError as exc:
         engine.dispose()
         raise CliError(str(exc)) from None
-    return AuditChain(engine, key, _public_keys(settings, key_files))
+    return AuditChain(engine, key, _public_keys(settings, key_files), cadence(settings))
+
+
+def _receipt(path: Path) -> Checkpoint:
+    try:
+        return from_receipt(orjson.loads(path.read_bytes()))
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}") from None
+    except (orjson.JSONDecodeError, ReceiptError) as exc:
+        raise CliError(f"{path}: {exc}") from None
 
 
 def _verify(args: argparse.Namespace) -> int:
+    receipt = _receipt(args.since_checkpoint) if args.since_checkpoint else None
     chain = _chain(Settings(), signing=False, key_files=args.public_key)
     try:
-        report = chain.verify(workers=args.workers)
+        report = chain.verify(workers=args.workers, receipt=receipt)
     finally:
         chain.engine.dispose()
     if args.json:
@@ -81,6 +93,18 @@ def _verify(args: argparse.Namespace) -> int:
                 f"{report.checkpoints} signed checkpoints{bridged}, "
                 f"{report.records / max(report.seconds, 1e-9):,.0f} records/s"
             )
+            if report.unsigned_tail:
+                print(
+                    f"  unsigned tail: {report.unsigned_tail} entries (since #{report.tail_since}),"
+                    " within the signed cadence"
+                )
+            if report.receipt == "pruned":
+                print(
+                    "  receipt: its checkpoint is in the chain; the entries it signs were pruned "
+                    "by retention"
+                )
+            elif report.receipt == "present":
+                print("  receipt: its checkpoint is in the chain and the log extends from it")
     return 0 if report.ok else 1
 
 
@@ -120,7 +144,8 @@ def _verify_export(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise CliError(f"{args.file}: {exc.strerror or exc}") from None
     try:
-        reports = [verify_export(data, key) for key in keys]
+        known = {key_id(k): k for k in keys}
+        reports = [verify_export(data, key, known) for key in keys]
     except ExportFormatError as exc:
         raise CliError(f"{args.file}: {exc}") from None
     report = next((r for r in reports if r.ok), reports[-1])
@@ -162,12 +187,32 @@ def _prune(args: argparse.Namespace) -> int:
 
 
 def _checkpoint(args: argparse.Namespace) -> int:
+    if args.action == "export":
+        return _checkpoint_export(args)
     chain = _chain(Settings(), signing=True)
     try:
         written = chain.checkpoint()
     finally:
         chain.engine.dispose()
     print(f"signed {written.describe()}" if written else "chain head already signed (or empty)")
+    return 0
+
+
+def _checkpoint_export(args: argparse.Namespace) -> int:
+    """Print (or write) the receipt of the newest chained checkpoint; read-only, no key."""
+    chain = _chain(Settings(), signing=False)
+    try:
+        latest = chain.latest_checkpoint()
+    finally:
+        chain.engine.dispose()
+    if latest is None:
+        raise CliError("no chained checkpoint yet: run 'gateway audit checkpoint' first")
+    text = orjson.dumps(latest.receipt(), option=orjson.OPT_INDENT_2).decode() + "\n"
+    if args.output:
+        Path(args.output).write_text(text, "utf-8")
+        print(f"receipt of {latest.describe()} written to {args.output}", file=sys.stderr)
+    else:
+        print(text, end="")
     return 0
 
 
@@ -180,6 +225,13 @@ def register(audit_commands: argparse._SubParsersAction) -> None:  # type: ignor
         action="append",
         metavar="FILE",
         help="trust this public key for checkpoints (repeatable; default: the local key)",
+    )
+    verify.add_argument(
+        "--since-checkpoint",
+        type=Path,
+        metavar="RECEIPT",
+        help="a receipt from 'gateway audit checkpoint export': fail if the database no longer "
+        "holds that checkpoint (rolled back)",
     )
     verify.add_argument("--json", action="store_true", help="print the report as JSON")
     verify.add_argument(
@@ -210,5 +262,16 @@ def register(audit_commands: argparse._SubParsersAction) -> None:  # type: ignor
     prune.add_argument("--days", type=int, help="default: GATEWAY_AUDIT_RETENTION_DAYS")
     prune.set_defaults(handler=_prune)
 
-    checkpoint = audit_commands.add_parser("checkpoint", help="sign the chain head now")
+    checkpoint = audit_commands.add_parser(
+        "checkpoint", help="sign the chain head now, or export the newest checkpoint's receipt"
+    )
+    checkpoint.add_argument(
+        "action",
+        nargs="?",
+        choices=("sign", "export"),
+        default="sign",
+        help="sign (default): sign the head; export: print the receipt of the newest signed "
+        "checkpoint, to keep outside the database",
+    )
+    checkpoint.add_argument("-o", "--output", help="export: write the receipt to this file")
     checkpoint.set_defaults(handler=_checkpoint)

@@ -8,7 +8,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
-from compliance.audit.checkpoints import checkpoint_head
+from compliance.audit.checkpoints import DEFAULT_CADENCE, Cadence, checkpoint_head
 from compliance.audit.config_log import record_change
 from compliance.audit.keys import key_id
 from compliance.store.base import transaction
@@ -77,6 +77,7 @@ def build_chain(
     checkpoint_every: int = 0,
     batch: int = 500,
     start: datetime = T0,
+    cadence: Cadence = DEFAULT_CADENCE,
 ) -> None:
     """`decisions` routing records (one a second from `start`), a config change after every
     `change_every`-th one, a signed checkpoint after every `checkpoint_every`-th (0: none)."""
@@ -93,7 +94,7 @@ def build_chain(
                 if boundary:
                     change(conn, n, start + timedelta(seconds=n, microseconds=500))
                 if checkpoint and key is not None:
-                    checkpoint_head(conn, key)
+                    checkpoint_head(conn, key, cadence=cadence)
 
 
 def keys_of(*keys: Ed25519PrivateKey) -> dict[str, Any]:

@@ -7,6 +7,10 @@ offline with the gateway's public key (see verify_export.py).
 
 A period is exported as one contiguous stretch of the chain, from the first entry stamped at or
 after `since` to the last entry stamped before `until`, so every entry links to the one before.
+
+The manifest also carries the signed checkpoints of that stretch (version 2): the contiguous
+part of the checkpoint chain from the first to the last checkpoint signing an exported entry,
+as receipts, so the file shows the checkpoint chain and the signed cadence offline too.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, Engine, func, select
 
+from compliance.audit import checkpoints as cps
 from compliance.audit.canonical import (
     CHANGE_FIELDS,
     DECISION_FIELDS,
@@ -40,7 +45,7 @@ CHAIN_COLUMNS: tuple[str, ...] = ("chain_seq", "kind", "prev_hash", "record_hash
 FIELD_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys((*DECISION_FIELDS, *CHANGE_FIELDS)))
 CSV_COLUMNS: tuple[str, ...] = (*CHAIN_COLUMNS, *FIELD_COLUMNS, "record_json")
 CSV_MANIFEST_PREFIX = "#manifest "
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 _CHUNK = 64 * 1024
 
 
@@ -133,6 +138,16 @@ def chain_range(
     return min(lows), max(highs)
 
 
+def chain_checkpoints(conn: Connection, first: int, last: int) -> list[dict[str, Any]]:
+    """Receipts of the checkpoint chain's stretch (in the order written) from the first to the
+    last chained checkpoint that signs an entry in [first, last]."""
+    chained = sorted((c for c in cps.load_all(conn) if c.chained), key=lambda c: c.id or 0)
+    inside = [i for i, c in enumerate(chained) if first <= c.seq <= last]
+    if not inside:
+        return []
+    return [c.receipt() for c in chained[inside[0] : inside[-1] + 1]]
+
+
 class _Digest:
     """Counts and hashes everything written before the manifest."""
 
@@ -154,6 +169,7 @@ def _manifest(
     since: datetime | None,
     until: datetime | None,
     key: Ed25519PrivateKey,
+    checkpoints: list[dict[str, Any]],
 ) -> dict[str, Any]:
     first, last = digest.first, digest.last
     public = key.public_key()
@@ -173,6 +189,7 @@ def _manifest(
         "created_at": canonical_timestamp(datetime.now(UTC)),
         "key_id": key_id(public),
         "public_key": public_key_pem(public),
+        "checkpoints": checkpoints,
     }
     manifest["signature"] = key.sign(manifest_payload(manifest)).hex()
     return manifest
@@ -216,9 +233,10 @@ def export(
                 pending, size = [], 0
         if rows:
             pending.append(_csv_text(rows))
+        signed = chain_checkpoints(conn, bounds[0], bounds[1]) if bounds else []
     chunk = b"".join(pending)
     digest.sha.update(chunk)
-    manifest = _manifest(digest, fmt, since, until, key)
+    manifest = _manifest(digest, fmt, since, until, key, signed)
     if fmt == "jsonl":
         trailer = orjson.dumps({"manifest": manifest}) + b"\n"
     else:

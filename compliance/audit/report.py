@@ -10,7 +10,9 @@ from typing import Any
 class Break:
     """Where and how the chain is broken."""
 
-    problem: str  # altered | deleted | inserted | reordered | truncated | rewritten | forged
+    # altered | deleted | inserted | reordered | truncated | rewritten | forged | gap |
+    # missing checkpoint | rolled back | receipt
+    problem: str
     seq: int | None
     entry: str | None
     detail: str
@@ -33,6 +35,9 @@ class VerifyReport:
     bridged_by: int | None
     problems: tuple[Break, ...] = field(default_factory=tuple)
     seconds: float = 0.0
+    unsigned_tail: int = 0
+    tail_since: int | None = None
+    receipt: str | None = None  # present | pruned | missing | invalid (with --since-checkpoint)
 
     @property
     def ok(self) -> bool:
@@ -65,6 +70,9 @@ class VerifyReport:
             "head_seq": self.head_seq,
             "checkpoints": self.checkpoints,
             "bridged_by_checkpoint_at": self.bridged_by,
+            "unsigned_tail": self.unsigned_tail,
+            "unsigned_tail_since": self.tail_since,
+            "receipt": self.receipt,
             "first_break": None if first is None else _break_dict(first),
             "problems": [_break_dict(b) for b in self.problems],
             "seconds": round(self.seconds, 3),

@@ -3,6 +3,11 @@
 The oldest entries are removed as one prefix of the chain (routing decisions and configuration
 changes alike), after signing a `prune` checkpoint of the last removed entry; `verify` then
 starts from that checkpoint, so the remaining chain stays verifiable.
+
+Checkpoints are never pruned (about one row per `audit_checkpoint_records` entries): the
+checkpoint chain stays whole, so its links still verify, the prune checkpoint is the retained
+signed anchor the remaining entries start from, and an auditor's receipt for a pruned stretch is
+still found (verify reports it as `pruned`, not as tampering).
 """
 
 from __future__ import annotations
@@ -53,7 +58,12 @@ def _hash_at(conn: Connection, seq: int) -> str | None:
     return None
 
 
-def prune(engine: Engine, key: Ed25519PrivateKey, cutoff: datetime) -> PruneResult:
+def prune(
+    engine: Engine,
+    key: Ed25519PrivateKey,
+    cutoff: datetime,
+    cadence: cps.Cadence = cps.DEFAULT_CADENCE,
+) -> PruneResult:
     """Remove the chain prefix older than `cutoff` (entries after a newer one are kept)."""
     with transaction(engine, write=True) as conn:
         head = lock_head(conn)
@@ -65,7 +75,7 @@ def prune(engine: Engine, key: Ed25519PrivateKey, cutoff: datetime) -> PruneResu
         record_hash = _hash_at(conn, through)
         if record_hash is None:
             raise StoreError(f"cannot prune: chain entry #{through} is missing (run verify)")
-        checkpoint = cps.store(conn, cps.sign(key, through, record_hash, cps.PRUNE))
+        checkpoint = cps.append(conn, key, through, record_hash, cps.PRUNE, cadence)
         removed = 0
         for table in TABLES.values():
             result = conn.execute(delete(table).where(table.c.chain_seq <= through))
@@ -80,9 +90,15 @@ class RetentionJob:
     run_at_close = False
 
     def __init__(
-        self, engine: Engine, key: Ed25519PrivateKey, days: int, interval: float = 3600.0
+        self,
+        engine: Engine,
+        key: Ed25519PrivateKey,
+        days: int,
+        interval: float = 3600.0,
+        cadence: cps.Cadence = cps.DEFAULT_CADENCE,
     ) -> None:
         self._engine = engine
+        self._cadence = cadence
         self._key = key
         self.days = days
         self.interval = interval
@@ -98,4 +114,5 @@ class RetentionJob:
     def run(self) -> PruneResult:
         """Prune now."""
         self._last = time.monotonic()
-        return prune(self._engine, self._key, datetime.now(UTC) - timedelta(days=self.days))
+        cutoff = datetime.now(UTC) - timedelta(days=self.days)
+        return prune(self._engine, self._key, cutoff, self._cadence)

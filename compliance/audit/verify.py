@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine
 
 from compliance.audit import checkpoints as cps
+from compliance.audit.cadence import Tail, check_cadence, check_links, check_receipt
 from compliance.audit.canonical import GENESIS_HASH
 from compliance.audit.entries import (
     Entry,
@@ -56,8 +57,11 @@ class _Walk:
                 self.problems.append(
                     Break("forged", cp.seq, cp.describe(), f"{cp.describe()} {error}")
                 )
+        self.problems.extend(check_links(self.checkpoints))
         self.records = 0
         self.bridged_by: int | None = None
+        self.tail = Tail(0, 0)
+        self.receipt: str | None = None
 
     def start(self, first: int) -> tuple[int, str] | None:
         """The position and `prev` the walk starts from, or None after reporting a break."""
@@ -318,6 +322,26 @@ class _Walk:
                 )
             )
 
+    def signed(
+        self,
+        first: int | None,
+        last_stored: int | None,
+        cadence: cps.Cadence | None,
+        receipt: cps.Checkpoint | None,
+        keys: Mapping[str, Ed25519PublicKey],
+    ) -> None:
+        """The signed cadence up to the end of the log, and the auditor's receipt if given."""
+        start = 0 if first is None or first == 1 else first - 1
+        if first is None and self._bridged_empty():
+            start = self.head.seq
+        end = last_stored if last_stored is not None else start
+        valid = [cp for group in self.valid.values() for cp in group]
+        problems, self.tail = check_cadence(valid, start, end, cadence)
+        self.problems.extend(problems)
+        if receipt is not None:
+            problems, self.receipt = check_receipt(receipt, self.checkpoints, keys, start + 1)
+            self.problems.extend(problems)
+
     def _bridged_empty(self) -> bool:
         return any(
             cp.kind == cps.PRUNE and cp.seq == self.head.seq
@@ -326,12 +350,19 @@ class _Walk:
 
 
 def verify(
-    engine: Engine, keys: Mapping[str, Ed25519PublicKey], *, workers: int = 1
+    engine: Engine,
+    keys: Mapping[str, Ed25519PublicKey],
+    *,
+    workers: int = 1,
+    cadence: cps.Cadence | None = None,
+    receipt: cps.Checkpoint | None = None,
 ) -> VerifyReport:
     """Verify the whole chain (keys: key_id -> public key).
 
     `workers` > 1 lets worker processes (fork) hash a large SQLite file chain in parallel
-    first; only for single-threaded callers such as the CLI.
+    first; only for single-threaded callers such as the CLI. `cadence` limits the unsigned
+    tail while no chained checkpoint carries signed limits; `receipt` is a checkpoint an
+    auditor kept (it must still be in the database: else the log was rolled back).
     """
     started = time.perf_counter()
     with transaction(engine, write=False) as conn:
@@ -344,6 +375,7 @@ def verify(
             if reached is None:
                 reached = walk.walk(first, last)
         walk.finish(first, reached, last)
+        walk.signed(first, last, cadence, receipt, keys)
     return VerifyReport(
         records=walk.records,
         first_seq=first,
@@ -353,4 +385,7 @@ def verify(
         bridged_by=walk.bridged_by,
         problems=tuple(walk.problems),
         seconds=time.perf_counter() - started,
+        unsigned_tail=walk.tail.count,
+        tail_since=walk.tail.since if walk.tail.count else None,
+        receipt=walk.receipt,
     )

@@ -2,7 +2,9 @@
 
 Checks the manifest signature, the SHA-256 of the file body, every entry's hash, the links and
 positions between consecutive entries, and the manifest's count and first/last hashes; names the
-first line that does not hold.
+first line that does not hold. Then the signed checkpoints the manifest carries: each one's
+signature, the links between them, the entry hash each signs, and the signed cadence between
+them (see compliance.audit.cadence).
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from compliance.audit.cadence import ReceiptError, check_cadence, from_receipt
 from compliance.audit.canonical import FIELDS, Kind, entry_hash
+from compliance.audit.checkpoints import Checkpoint
 from compliance.audit.export import (
     CHAIN_COLUMNS,
     CSV_COLUMNS,
@@ -133,21 +137,57 @@ def _csv_rows(body: bytes) -> Iterator[tuple[_Row, str | None]]:
         yield row, (None if mismatch is None else f"column {mismatch} differs from record_json")
 
 
+def _signed(manifest: dict[str, Any]) -> list[Checkpoint]:
+    try:
+        return [from_receipt(document) for document in manifest.get("checkpoints") or []]
+    except ReceiptError as exc:
+        raise ExportFormatError(f"manifest checkpoints: {exc}") from None
+
+
+def _check_checkpoints(
+    signed: list[Checkpoint],
+    hashes: dict[int, str],
+    keys: Mapping[str, Ed25519PublicKey],
+    manifest: dict[str, Any],
+) -> list[str]:
+    problems: list[str] = []
+    for index, cp in enumerate(signed):
+        name = f"manifest checkpoint {index + 1} (#{cp.seq})"
+        error = cp.check(keys)
+        if error is not None:
+            problems.append(f"{name}: {error}")
+        if index and cp.prev_hash != signed[index - 1].digest():
+            problems.append(f"{name} does not link to the checkpoint before it (one was removed)")
+        if cp.seq in hashes and hashes[cp.seq] != cp.record_hash:
+            problems.append(f"{name} signs a different hash than the exported entry #{cp.seq}")
+    first, last = manifest.get("first_seq"), manifest.get("last_seq")
+    if signed and isinstance(first, int) and isinstance(last, int):
+        inside = [c for c in signed if first <= c.seq <= last]
+        start = min(c.seq for c in inside) if inside else first
+        gaps, _ = check_cadence(inside, start, start, None)
+        problems += [gap.detail for gap in gaps]
+    return problems
+
+
 def _check_rows(
-    rows: Iterator[tuple[_Row, str | None]], manifest: dict[str, Any]
-) -> tuple[int, list[str]]:
+    rows: Iterator[tuple[_Row, str | None]], manifest: dict[str, Any], wanted: set[int]
+) -> tuple[int, list[str], dict[int, str]]:
     count, previous = 0, None
+    hashes: dict[int, str] = {}
     first: _Row | None = None
     for row, cell_problem in rows:
         where = f"line {row.line} (#{row.seq} {row.kind.value})"
         if cell_problem:
-            return count, [f"{where}: {cell_problem}"]
+            return count, [f"{where}: {cell_problem}"], hashes
         if entry_hash(row.kind, row.seq, row.prev_hash, row.fields) != row.record_hash:
-            return count, [f"{where}: record does not match its hash (altered)"]
+            return count, [f"{where}: record does not match its hash (altered)"], hashes
         if previous is not None and row.seq != previous.seq + 1:
-            return count, [f"{where}: follows #{previous.seq} (deleted, inserted or reordered)"]
+            problem = f"{where}: follows #{previous.seq} (deleted, inserted or reordered)"
+            return count, [problem], hashes
         if previous is not None and row.prev_hash != previous.record_hash:
-            return count, [f"{where}: does not link to line {previous.line} (reordered)"]
+            return count, [f"{where}: does not link to line {previous.line} (reordered)"], hashes
+        if row.seq in wanted:
+            hashes[row.seq] = row.record_hash
         first = first or row
         previous = row
         count += 1
@@ -166,11 +206,16 @@ def _check_rows(
         for name, value in expected.items()
         if manifest.get(name) != value
     ]
-    return count, problems
+    return count, problems, hashes
 
 
-def verify_export(data: bytes, public: Ed25519PublicKey) -> ExportReport:
-    """Verify an export's bytes with the gateway's public key."""
+def verify_export(
+    data: bytes,
+    public: Ed25519PublicKey,
+    checkpoint_keys: Mapping[str, Ed25519PublicKey] | None = None,
+) -> ExportReport:
+    """Verify an export's bytes with the gateway's public key (`checkpoint_keys`: the keys its
+    checkpoints may be signed by, e.g. other replicas'; default: `public` alone)."""
     body, last = _split(data)
     manifest = _parse_manifest(last)
     problems: list[str] = []
@@ -186,6 +231,9 @@ def verify_export(data: bytes, public: Ed25519PublicKey) -> ExportReport:
     if fmt not in ("csv", "jsonl"):
         raise ExportFormatError(f"manifest format {fmt!r} is not csv or jsonl")
     rows = _csv_rows(body) if fmt == "csv" else _jsonl_rows(body)
-    count, row_problems = _check_rows(rows, manifest)
+    signed = _signed(manifest)
+    count, row_problems, hashes = _check_rows(rows, manifest, {c.seq for c in signed})
+    keys = dict(checkpoint_keys or {}) or {key_id(public): public}
+    problems += _check_checkpoints(signed, hashes, keys, manifest)
     # a located record problem is the most useful first line for the auditor
     return ExportReport(count, manifest, tuple(row_problems + problems))

@@ -257,8 +257,14 @@ audit_checkpoints = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("key_id", String(64), nullable=False),
     Column("signature", String(128), nullable=False),
+    Column("prev_checkpoint_hash", String(64)),
+    Column("max_records", BigInteger),
+    Column("max_seconds", Float),
 )
-"""Ed25519-signed statements "the chain entry `seq` has hash `record_hash`"."""
+"""Ed25519-signed statements "the chain entry `seq` has hash `record_hash`".
+
+Since migration 0006 each also signs the hash of the checkpoint before it (one checkpoint chain)
+and the signing cadence verify enforces; rows with NULL `prev_checkpoint_hash` are legacy."""
 
 policy_versions = Table(
     "policy_versions",

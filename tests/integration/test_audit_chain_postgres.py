@@ -1,5 +1,6 @@
 """The audit chain on PostgreSQL: several processes append at once and still build one chain;
-tampering is located; exports verify; the migration chains rows written before it."""
+tampering is located; exports verify; the migration chains rows written before it; the
+checkpoint chain and receipts detect deleted checkpoints and rollbacks."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from compliance.audit.checkpoints import checkpoint_head
+from compliance.audit.checkpoints import Cadence, checkpoint_head, latest_chained
 from compliance.audit.export import export
 from compliance.audit.ledger import read_head
 from compliance.audit.verify import verify
@@ -103,3 +104,36 @@ def test_export_from_postgres_verifies(chain: sa.Engine) -> None:
         data = b"".join(export(chain, KEY, fmt))  # type: ignore[arg-type]
         report = verify_export(data, KEY.public_key())
         assert report.ok and report.records == 44, report.problems
+
+
+def test_checkpoint_chain_cadence_and_receipt_on_postgres(url: str) -> None:
+    """Item 7 on PostgreSQL: the checkpoint chain links, a deleted checkpoint breaks it, and a
+    rollback to an older signed state is caught by the auditor's receipt."""
+    engine = create_store_engine(url)
+    try:
+        build_chain(engine, KEY, 40, change_every=10, checkpoint_every=5, cadence=Cadence(8, 3600))
+        report = verify(engine, KEYS)
+        assert report.ok and report.checkpoints == 8, report.problems
+        with transaction(engine, write=False) as conn:
+            receipt = latest_chained(conn)
+        assert receipt is not None and receipt.seq == 44
+        with engine.begin() as conn:
+            conn.execute(sa.text("DELETE FROM audit_checkpoints WHERE seq = 22"))
+        found = {b.problem: b for b in verify(engine, KEYS).problems}
+        assert found["missing checkpoint"].seq == 27
+        with engine.begin() as conn:  # roll back to the state signed at #16
+            conn.execute(sa.text("DELETE FROM audit_checkpoints WHERE seq > 16"))
+            conn.execute(sa.text("DELETE FROM routing_decisions WHERE chain_seq > 16"))
+            conn.execute(sa.text("DELETE FROM config_changes WHERE chain_seq > 16"))
+            conn.execute(
+                sa.text(
+                    "UPDATE audit_chain_head SET seq = 16, record_hash = "
+                    "(SELECT record_hash FROM routing_decisions WHERE chain_seq = 16)"
+                )
+            )
+        assert verify(engine, KEYS).ok
+        rolled = verify(engine, KEYS, receipt=receipt)
+        assert rolled.receipt == "missing"
+        assert rolled.first_break is not None and rolled.first_break.problem == "rolled back"
+    finally:
+        engine.dispose()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import shutil
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compliance.audit import checkpoints as cps
 from compliance.audit import verify_parallel
+from compliance.audit.cadence import ReceiptError, from_receipt
 from compliance.audit.canonical import GENESIS_HASH, Kind, entry_hash, normalise_fields
 from compliance.audit.config_log import record_change
 from compliance.audit.entries import iter_canonical, iter_entries
@@ -24,7 +27,7 @@ from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
 from compliance.store.routing_log_store import RoutingLogStore
-from tests.audit_chain_support import build_chain, change, decision, keys_of
+from tests.audit_chain_support import T0, build_chain, change, decision, keys_of
 
 KEY = Ed25519PrivateKey.generate()
 KEYS = keys_of(KEY)
@@ -408,3 +411,214 @@ def test_migration_chains_rows_written_before_it(tmp_path: Path) -> None:
     engine.dispose()
     assert report.ok and report.records == 4, report.problems
     assert kinds == ["decision", "config_change", "decision", "decision"]
+
+
+# --- the checkpoint chain, the signed cadence and receipts (issue 13, item 7) ---------------
+# build_chain(40, change_every=10, checkpoint_every=5): 44 entries, signed at #5, #11, #16, #22,
+# #27, #33, #38 and #44, each checkpoint promising at most 8 unsigned entries and (to test the
+# time rule without waiting) 0 seconds of an unsigned tail.
+TIGHT = cps.Cadence(8, 0.0)
+SIGNED_AT = [5, 11, 16, 22, 27, 33, 38, 44]
+
+
+@pytest.fixture(scope="module")
+def signed_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("signed") / "template.db"
+    upgrade(f"sqlite:///{path}")
+    engine = create_store_engine(f"sqlite:///{path}")
+    build_chain(engine, KEY, 40, change_every=10, checkpoint_every=5, cadence=TIGHT)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def signed(signed_template: Path, tmp_path: Path) -> Iterator[sa.Engine]:
+    copy = tmp_path / "signed.db"
+    shutil.copyfile(signed_template, copy)
+    engine = create_store_engine(f"sqlite:///{copy}")
+    yield engine
+    engine.dispose()
+
+
+def checkpoints_of(engine: sa.Engine) -> list[cps.Checkpoint]:
+    with transaction(engine, write=False) as conn:
+        return sorted(cps.load_all(conn), key=lambda c: c.id or 0)
+
+
+def move_head_to(engine: sa.Engine, seq: int) -> None:
+    with transaction(engine, write=True) as conn:
+        set_head(conn, ChainHead(seq, entry_at(engine, seq).record_hash))
+
+
+def truncate(engine: sa.Engine, entries_after: int, checkpoints_after: int) -> None:
+    """What an attacker with write access does: drop a suffix and the checkpoints signing it,
+    and move the (unsigned) head back so the log looks complete."""
+    run(engine, "DELETE FROM audit_checkpoints WHERE seq > :s", s=checkpoints_after)
+    run(engine, "DELETE FROM routing_decisions WHERE chain_seq > :s", s=entries_after)
+    run(engine, "DELETE FROM config_changes WHERE chain_seq > :s", s=entries_after)
+    move_head_to(engine, entries_after)
+
+
+def problems_of(report: VerifyReport) -> dict[str, Any]:
+    return {b.problem: b for b in report.problems}
+
+
+def test_checkpoints_link_into_one_chain(signed: sa.Engine) -> None:
+    chain = checkpoints_of(signed)
+    assert [c.seq for c in chain] == SIGNED_AT
+    assert chain[0].prev_hash == GENESIS_HASH
+    assert all(b.prev_hash == a.digest() for a, b in pairwise(chain))
+    assert all(c.cadence == TIGHT for c in chain)
+    report = verify(signed, KEYS)
+    assert report.ok, report.problems
+    assert (report.unsigned_tail, report.tail_since) == (0, None)
+
+
+def test_deleted_middle_checkpoint_breaks_the_checkpoint_chain(signed: sa.Engine) -> None:
+    run(signed, "DELETE FROM audit_checkpoints WHERE seq = 22")
+    report = verify(signed, KEYS)
+    found = problems_of(report)
+    assert found["missing checkpoint"].seq == 27
+    assert "checkpoint chain broken after checkpoint" in found["missing checkpoint"].detail
+    assert "(periodic, #16)" in found["missing checkpoint"].detail
+    assert found["gap"].detail.startswith("gap between #16 and #27: 11 entries")
+
+
+def test_truncated_suffix_with_its_checkpoints_leaves_a_gap(signed: sa.Engine) -> None:
+    truncate(signed, entries_after=33, checkpoints_after=22)
+    report = verify(signed, KEYS)
+    assert not report.ok
+    first = report.first_break
+    assert first is not None and (first.problem, first.seq) == ("gap", 23)
+    assert first.detail.startswith("unsigned tail: 11 entries (#23..#33) after checkpoint")
+    assert "allows at most 8" in first.detail
+    assert report.summary().startswith("chain broken: gap at #23: unsigned tail")
+
+
+def test_rewrite_rehash_and_newest_checkpoint_deleted_is_an_unsigned_tail(
+    signed: sa.Engine,
+) -> None:
+    run(signed, "UPDATE routing_decisions SET served_region = 'cn-x' WHERE chain_seq = 40")
+    rehash_from(signed, 40)
+    run(signed, "DELETE FROM audit_checkpoints WHERE seq = 44")
+    first = broken(signed)
+    assert (first.problem, first.seq) == ("gap", 39)
+    assert first.detail.startswith("unsigned tail: 6 entries (#39..#44) after checkpoint")
+    assert "(periodic, #38), signed" in first.detail and "allows 0 s" in first.detail
+
+
+def test_rollback_to_an_older_signed_state_is_detected_by_a_receipt(signed: sa.Engine) -> None:
+    newest = checkpoints_of(signed)[-1].receipt()
+    older = checkpoints_of(signed)[3].receipt()  # #22
+    truncate(signed, entries_after=22, checkpoints_after=22)
+    assert verify(signed, KEYS).ok  # a consistent older state: only the receipt tells
+    report = verify(signed, KEYS, receipt=from_receipt(newest))
+    assert report.receipt == "missing"
+    first = report.first_break
+    assert first is not None and (first.problem, first.seq) == ("rolled back", 44)
+    assert "is not in the database: the log was rolled back" in first.detail
+    kept = verify(signed, KEYS, receipt=from_receipt(older))
+    assert kept.ok and kept.receipt == "present"
+
+
+def test_forged_receipt_is_rejected(signed: sa.Engine) -> None:
+    receipt = {**checkpoints_of(signed)[-1].receipt(), "record_hash": "f" * 64}
+    report = verify(signed, KEYS, receipt=from_receipt(receipt))
+    assert report.receipt == "invalid" and not report.ok
+    with pytest.raises(ReceiptError):
+        from_receipt({"seq": 1})
+
+
+def test_unsigned_tail_within_the_cadence_is_reported(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/tail.db"
+    upgrade(url)
+    engine = create_store_engine(url)
+    try:
+        build_chain(
+            engine, KEY, 20, change_every=0, checkpoint_every=5, cadence=cps.Cadence(8, 3600)
+        )
+        RoutingLogStore(engine).append_batch([decision(n) for n in range(21, 24)])
+        report = verify(engine, KEYS)
+        assert report.ok, report.problems
+        assert (report.unsigned_tail, report.tail_since) == (3, 21)
+        assert report.to_dict()["unsigned_tail"] == 3
+    finally:
+        engine.dispose()
+
+
+def test_log_without_any_checkpoint_is_held_to_the_configured_cadence(engine: sa.Engine) -> None:
+    run(engine, "DELETE FROM audit_checkpoints")
+    report = verify(engine, KEYS, cadence=cps.Cadence(8, 3600))
+    first = report.first_break
+    assert first is not None and (first.problem, first.seq) == ("gap", 1)
+    assert "44 entries (#1..#44) and no checkpoint signs any entry" in first.detail
+
+
+def test_legacy_checkpoints_still_verify_and_the_chain_starts_after_them(tmp_path: Path) -> None:
+    from alembic import command
+
+    from compliance.store.migrate import alembic_config
+
+    url = f"sqlite:///{tmp_path}/legacy.db"
+    command.upgrade(alembic_config(url), "0005")
+    engine = create_store_engine(url)
+    RoutingLogStore(engine).append_batch([decision(n) for n in range(1, 11)])
+    with transaction(engine, write=False) as conn:
+        head = read_head(conn)
+    legacy = cps.sign(KEY, head.seq, head.record_hash, cps.PERIODIC, prev_hash=None)
+    run(
+        engine,
+        "INSERT INTO audit_checkpoints (seq, record_hash, kind, created_at, key_id, signature) "
+        "VALUES (:s, :h, 'periodic', :t, :k, :g)",
+        s=legacy.seq,
+        h=legacy.record_hash,
+        t=legacy.created_at.strftime("%Y-%m-%d %H:%M:%S.%f"),
+        k=legacy.key_id,
+        g=legacy.signature,
+    )
+    engine.dispose()
+    upgrade(url)  # 0006: the old checkpoint stays, unchained
+    engine = create_store_engine(url)
+    try:
+        assert verify(engine, KEYS).ok
+        RoutingLogStore(engine).append_batch([decision(n) for n in range(11, 16)])
+        with transaction(engine, write=True) as conn:
+            first = cps.checkpoint_head(conn, KEY)
+        assert first is not None and first.prev_hash == GENESIS_HASH
+        chain = checkpoints_of(engine)
+        assert [(c.seq, c.chained) for c in chain] == [(10, False), (15, True)]
+        report = verify(engine, KEYS)
+        assert report.ok and report.checkpoints == 2, report.problems
+        # a chained checkpoint cannot be passed off as a legacy one: the signature covers the link
+        run(engine, "UPDATE audit_checkpoints SET prev_checkpoint_hash = NULL WHERE seq = 15")
+        assert problems_of(verify(engine, KEYS))["forged"].seq == 15
+    finally:
+        engine.dispose()
+
+
+def test_export_carries_the_checkpoint_chain(signed: sa.Engine) -> None:
+    from compliance.audit.export import export
+    from compliance.audit.verify_export import verify_export
+
+    data = b"".join(export(signed, KEY, "jsonl"))
+    report = verify_export(data, KEY.public_key())
+    assert report.ok, report.problems
+    assert [c["seq"] for c in report.manifest["checkpoints"]] == SIGNED_AT
+    run(signed, "DELETE FROM audit_checkpoints WHERE seq = 22")
+    damaged = verify_export(b"".join(export(signed, KEY, "jsonl")), KEY.public_key())
+    assert not damaged.ok
+    assert any("(#27) does not link to the checkpoint before it" in p for p in damaged.problems)
+    assert any("gap between #16 and #27" in p for p in damaged.problems)
+
+
+def test_receipt_older_than_the_prune_point_is_pruned_not_tampering(signed: sa.Engine) -> None:
+    from compliance.audit.retention import prune
+
+    old = checkpoints_of(signed)[2]  # #16
+    result = prune(signed, KEY, T0 + timedelta(seconds=20), TIGHT)  # decisions 1-19: #1..#20
+    assert result.through == 20 and result.checkpoint is not None
+    assert result.checkpoint.prev_hash == checkpoints_of(signed)[-2].digest()
+    report = verify(signed, KEYS, receipt=old)
+    assert report.ok, report.problems
+    assert (report.receipt, report.first_seq, report.bridged_by) == ("pruned", 21, 20)
+    assert len(checkpoints_of(signed)) == len(SIGNED_AT) + 1  # checkpoints are never pruned
