@@ -29,7 +29,7 @@ from compliance.audit.keys import (
 from compliance.audit.service import AuditChain
 from compliance.audit.verify_export import ExportFormatError, verify_export
 from compliance.store.engine import create_store_engine
-from gateway.audit_setup import cadence, signing_key, trusted_keys
+from gateway.audit_setup import cadence, signing_key
 from gateway.cli_common import CliError
 from gateway.cli_database import migrated_database_url
 from gateway.settings import Settings
@@ -39,18 +39,27 @@ def _engine(settings: Settings) -> Engine:
     return create_store_engine(migrated_database_url(settings))
 
 
-def _public_keys(settings: Settings, files: list[Path] | None) -> list[Ed25519PublicKey]:
-    """Keys to trust: given files, else the configured ones plus the local signing key's."""
+def _trusted(settings: Settings, files: list[Path] | None) -> list[tuple[Ed25519PublicKey, str]]:
+    """Keys to trust, each with where it came from: given files, else the configured ones plus
+    the local signing key's."""
     try:
         if files:
-            return [read_public_key(path) for path in files]
-        keys = trusted_keys(settings)
+            return [(read_public_key(path), f"--public-key {path}") for path in files]
+        keys = [
+            (read_public_key(path), f"GATEWAY_AUDIT_TRUSTED_KEYS {path}")
+            for path in settings.audit_trusted_keys
+        ]
         path = settings.resolved_audit_signing_key
         if path.exists():
-            keys.append(load_signing_key(path).public_key())
+            keys.append((load_signing_key(path).public_key(), f"this gateway's signing key {path}"))
         return keys
     except AuditKeyError as exc:
         raise CliError(str(exc)) from None
+
+
+def _public_keys(settings: Settings, files: list[Path] | None) -> list[Ed25519PublicKey]:
+    """Keys to trust: given files, else the configured ones plus the local signing key's."""
+    return [key for key, _ in _trusted(settings, files)]
 
 
 def _chain(settings: Settings, *, signing: bool, key_files: list[Path] | None = None) -> AuditChain:
@@ -136,9 +145,10 @@ def _export(args: argparse.Namespace) -> int:
 
 def _verify_export(args: argparse.Namespace) -> int:
     settings = Settings()
-    keys = _public_keys(settings, [args.public_key] if args.public_key else None)
-    if not keys:
+    trusted = _trusted(settings, [args.public_key] if args.public_key else None)
+    if not trusted:
         raise CliError("no public key: pass --public-key FILE (from 'gateway audit public-key')")
+    keys = [key for key, _ in trusted]
     try:
         data = args.file.read_bytes()
     except OSError as exc:
@@ -152,6 +162,11 @@ def _verify_export(args: argparse.Namespace) -> int:
     print(report.summary())
     for problem in report.problems[1:]:
         print(f"  also: {problem}")
+    if report.ok:
+        key, source = trusted[reports.index(report)]
+        print(f"trusted key {key_id(key)}: {source}")
+    else:
+        print("keys tried: " + "; ".join(f"{key_id(k)} ({source})" for k, source in trusted))
     return 0 if report.ok else 1
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from compliance.audit.keys import load_or_create_signing_key
+from compliance.audit.keys import key_id, load_or_create_signing_key
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
 from gateway.cli import main
@@ -44,6 +44,10 @@ def test_verify_reports_intact_then_the_first_break(
     )
 
 
+def _key_id(data_dir: Path) -> str:
+    return key_id(load_or_create_signing_key(data_dir / "audit-signing-key.pem").public_key())
+
+
 def test_export_public_key_and_verify_export(
     data_dir: Path, tmp_path_factory: pytest.TempPathFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -53,10 +57,20 @@ def test_export_public_key_and_verify_export(
     capsys.readouterr()
     args = ["audit", "verify-export", str(out / "log.jsonl"), "--public-key", str(out / "key.pem")]
     assert main(args) == 0
-    assert capsys.readouterr().out.startswith("export intact: 33 records (#1..#33)")
+    printed = capsys.readouterr().out
+    assert printed.startswith("export intact: 33 records (#1..#33)")
+    assert f"\ntrusted key {_key_id(data_dir)}: --public-key {out / 'key.pem'}\n" in printed
+    # Without --public-key it says that it trusted this gateway's own key, and which file.
+    assert main(args[:3]) == 0
+    local = data_dir / "audit-signing-key.pem"
+    assert f"trusted key {_key_id(data_dir)}: this gateway's signing key {local}" in (
+        capsys.readouterr().out
+    )
     (out / "log.jsonl").write_bytes((out / "log.jsonl").read_bytes().replace(b"DE", b"FR", 1))
     assert main(args) == 1
-    assert capsys.readouterr().out.startswith("export broken: line 1 (#1 decision)")
+    printed = capsys.readouterr().out
+    assert printed.startswith("export broken: line 1 (#1 decision)")
+    assert f"keys tried: {_key_id(data_dir)} (--public-key {out / 'key.pem'})" in printed
 
 
 def test_prune_and_checkpoint_commands(data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
