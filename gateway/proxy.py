@@ -314,9 +314,13 @@ class InferenceProxy:
             except asyncio.CancelledError:
                 if not watch.client_left():
                     raise
-                # The client left: the exchange is abandoned (its connection closed), as is
-                # whatever was being relayed. Logged as 499, like a stream cut short.
-                status = response.status if response is not None else None
+                # The client left: the exchange is abandoned (its connection closed, never
+                # pooled), as is whatever was being relayed. Logged as 499.
+                status = None
+                if response is not None:
+                    status = response.status
+                    response.release()
+                    response = None
                 attempt_span.set_attribute("upstream.outcome", "client_disconnected")
                 attempts.append(Attempt(region_id, "client_disconnected", status, _ms(tried)))
                 await self._record(

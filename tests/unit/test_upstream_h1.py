@@ -374,3 +374,16 @@ async def test_a_request_given_up_on_closes_its_connection(kind: str) -> None:
         assert server.connections == 2
     finally:
         await client.close()
+
+
+async def test_an_idle_connection_to_one_region_makes_room_for_another() -> None:
+    client = make_client("h1", max_connections=1, per_region=1)
+    try:
+        async with RawServer(keep_alive_ok) as first, RawServer(keep_alive_ok) as second:
+            assert await body_of(await client.send(first.url, [], b"{}")) == b"{}"
+            # The one allowed connection idles, kept alive to `first`: it is closed, not waited on.
+            assert await body_of(await client.send(second.url, [], b"{}")) == b"{}"
+            assert await body_of(await client.send(first.url, [], b"{}")) == b"{}"
+        assert (first.connections, second.connections) == (2, 1)
+    finally:
+        await client.close()
