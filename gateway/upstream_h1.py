@@ -57,7 +57,6 @@ class _Exchange:
         "_read_timeout",
         "_waiter",
         "complete",
-        "got_bytes",
         "headers",
         "status",
     )
@@ -73,7 +72,6 @@ class _Exchange:
         self._framed = False
         self._has_headers = False
         self.complete = False
-        self.got_bytes = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
 
@@ -182,7 +180,6 @@ class _Connection(asyncio.Protocol):
         if exchange is None:  # bytes nobody asked for: the connection is unusable
             self.abort()
             return
-        exchange.got_bytes = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
