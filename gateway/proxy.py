@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import time
@@ -12,18 +13,12 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from gateway.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
 from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
 from gateway.records import Attempt, routing_record
-from gateway.relay import (
-    ClientDisconnected,
-    NothingRelayed,
-    declared_length,
-    read_body,
-    relay_watching,
-)
+from gateway.relay import ClientWatch, NothingRelayed, declared_length, read_body, relay
 from gateway.routing.decide import decide
 from gateway.routing.decision import Decision, Outcome
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.tracing import RequestTrace
-from gateway.upstream import UpstreamError
+from gateway.upstream import UpstreamError, UpstreamResponse
 
 if TYPE_CHECKING:
     from gateway.runtime import GatewayRuntime
@@ -44,6 +39,43 @@ _REFUSAL_TYPES = {
 
 class UpstreamStreamBroken(Exception):
     """A region broke off after bytes reached the client: the connection is aborted."""
+
+
+class _Request:
+    """What every attempt of one forwarded request shares."""
+
+    __slots__ = (
+        "attempts",
+        "body",
+        "decision",
+        "forwarded",
+        "headers",
+        "send",
+        "span",
+        "started",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        send: Send,
+        decision: Decision,
+        body: bytes,
+        forwarded: list[tuple[str, str]],
+        headers: RawHeaders,
+        span: RequestTrace,
+        started: float,
+        attempts: list[Attempt],
+    ) -> None:
+        self.send = send
+        self.decision = decision
+        self.body = body
+        self.forwarded = forwarded
+        self.headers = headers
+        self.span = span
+        self.started = started
+        self.attempts = attempts
+        self.watch: ClientWatch
 
 
 class _ClientCarrier(dict[str, str]):
@@ -172,8 +204,7 @@ class InferenceProxy:
         span: RequestTrace,
         started: float,
     ) -> None:
-        rt = self._rt
-        route = decision.route()[: rt.settings.max_attempts]
+        route = decision.route()[: self._rt.settings.max_attempts]
         attempts: list[Attempt] = []
         path = scope["path"]
         query = scope.get("query_string", b"")
@@ -185,76 +216,83 @@ class InferenceProxy:
             if k in _FORWARDED_HEADERS
         ]
         forwarded.append(("x-residency-decision", decision.id))
-        for number, region_id in enumerate(route, start=1):
-            if number > 1 and not self._still_allowed(decision, region_id):
-                attempts.append(Attempt(region_id, "no_longer_allowed"))
-                continue
-            region = snapshot.policy.region_by_id[region_id]
-            last = number == len(route)
-            with (
-                rt.inflight.track(region_id),  # until the answer or stream ends: drain waits
-                span.span(
-                    "upstream.attempt",
-                    SpanKind.CLIENT,
-                    {"residency.region": region_id, "upstream.attempt": number},
-                ) as attempt_span,
-            ):
-                traceparent = ("traceparent", span.traceparent(attempt_span.span_id))
-                tried = time.perf_counter()
+        request = _Request(send, decision, body, forwarded, headers, span, started, attempts)
+        request.watch = ClientWatch(receive)  # a client that leaves cancels the exchange: 499
+        try:
+            for number, region_id in enumerate(route, start=1):
+                if number > 1 and not self._still_allowed(decision, region_id):
+                    attempts.append(Attempt(region_id, "no_longer_allowed"))
+                    continue
+                region = snapshot.policy.region_by_id[region_id]
+                url = region.base_url.rstrip("/") + path
+                if await self._attempt(request, url, region_id, number, number == len(route)):
+                    return
+            request.watch.disarm()
+            await self._refuse(
+                send, decision, Outcome.UPSTREAM_ERROR, attempts, headers, span, started
+            )
+        finally:
+            request.watch.close()
+
+    async def _attempt(
+        self, request: _Request, url: str, region_id: str, number: int, last: bool
+    ) -> bool:
+        """One try at one region; False if it failed before the client got anything.
+
+        Each try is one entry in the record's attempts, and sends the request once.
+        """
+        rt = self._rt
+        decision, span, attempts, watch = (
+            request.decision,
+            request.span,
+            request.attempts,
+            request.watch,
+        )
+        with (
+            rt.inflight.track(region_id),  # until the answer or stream ends: drain waits
+            span.span(
+                "upstream.attempt",
+                SpanKind.CLIENT,
+                {"residency.region": region_id, "upstream.attempt": number},
+            ) as attempt_span,
+        ):
+            traceparent = ("traceparent", span.traceparent(attempt_span.span_id))
+            tried = time.perf_counter()
+            response: UpstreamResponse | None = None
+            try:
                 try:
                     response = await rt.upstream.send(
-                        region.base_url.rstrip("/") + path, [*forwarded, traceparent], body
+                        url, [*request.forwarded, traceparent], request.body
                     )
                 except UpstreamError as exc:
                     attempts.append(Attempt(region_id, exc.kind.value, None, _ms(tried)))
                     attempt_span.set_attribute("upstream.outcome", exc.kind.value)
                     attempt_span.set_status(Status(StatusCode.ERROR, exc.detail))
-                    continue
-                if response.status >= 500 and not last:
-                    response.release()
+                    return False
+                if response.status >= 500 and not last:  # released below, unread
                     attempts.append(Attempt(region_id, "http_5xx", response.status, _ms(tried)))
                     attempt_span.set_attribute("upstream.outcome", "http_5xx")
                     attempt_span.set_attribute("http.response.status_code", response.status)
-                    continue
+                    return False
                 attempt_span.set_attribute("upstream.outcome", "response")
                 attempt_span.set_attribute("http.response.status_code", response.status)
-                served_headers = [*headers, (b"x-residency-region", region_id.encode())]
+                served_headers = [*request.headers, (b"x-residency-region", region_id.encode())]
                 span.set_attribute("residency.served_region", region_id)
                 span.set_attribute("http.response.status_code", response.status)
-                recorded: list[bool] = []
+                served = functools.partial(
+                    self._record_served, request, region_id, response.status, tried
+                )
                 try:
-                    served = functools.partial(
-                        self._record_served,
-                        decision,
-                        attempts,
-                        region_id,
-                        response.status,
-                        tried,
-                        span,
-                        started,
-                        recorded,
-                    )
-                    first_chunk_at = await relay_watching(
-                        receive, send, response, served_headers, served
-                    )
+                    first_chunk_at = await relay(request.send, response, served_headers, served)
                 except NothingRelayed as exc:  # the client has nothing yet: try the next
                     span.unset_attribute("residency.served_region")
                     kind = exc.error.kind.value
                     attempts.append(Attempt(region_id, kind, response.status, _ms(tried)))
                     attempt_span.set_attribute("upstream.outcome", kind)
                     attempt_span.set_status(Status(StatusCode.ERROR, exc.error.detail))
-                    continue
-                except ClientDisconnected:
-                    attempt_span.set_attribute("upstream.outcome", "client_disconnected")
-                    if not recorded:
-                        attempts.append(
-                            Attempt(region_id, "client_disconnected", response.status, _ms(tried))
-                        )
-                        await self._record(
-                            decision, Outcome.ROUTED, 499, region_id, attempts, span, started
-                        )
-                    return
+                    return False
                 except UpstreamError as exc:
+                    watch.disarm()
                     attempts.append(
                         Attempt(
                             region_id,
@@ -271,33 +309,49 @@ class InferenceProxy:
                         region_id,
                         attempts,
                         span,
-                        started,
+                        request.started,
                     )
                     raise UpstreamStreamBroken(f"{region_id}: {exc.detail}") from None
-                finally:
+            except asyncio.CancelledError:
+                if not watch.client_left():
+                    raise
+                # The client left: the exchange is abandoned (its connection closed, never
+                # pooled), as is whatever was being relayed. Logged as 499.
+                status = None
+                if response is not None:
+                    status = response.status
                     response.release()
-                rt.metrics.observe_upstream(
-                    region_id, time.perf_counter() - tried, first_chunk_at - tried
+                    response = None
+                attempt_span.set_attribute("upstream.outcome", "client_disconnected")
+                attempts.append(Attempt(region_id, "client_disconnected", status, _ms(tried)))
+                await self._record(
+                    decision, Outcome.ROUTED, 499, region_id, attempts, span, request.started
                 )
-                return
-        await self._refuse(send, decision, Outcome.UPSTREAM_ERROR, attempts, headers, span, started)
+                return True
+            finally:
+                if response is not None:
+                    response.release()
+            rt.metrics.observe_upstream(
+                region_id, time.perf_counter() - tried, first_chunk_at - tried
+            )
+            return True
 
     async def _record_served(
-        self,
-        decision: Decision,
-        attempts: list[Attempt],
-        region_id: str,
-        status: int,
-        tried: float,
-        span: RequestTrace,
-        started: float,
-        recorded: list[bool],
+        self, request: _Request, region_id: str, status: int, tried: float
     ) -> None:
         """Log a forwarded answer; runs just before the message that completes its body."""
-        recorded.append(True)
-        attempts.append(Attempt(region_id, "ok", status, _ms(tried)))
+        request.watch.disarm()  # the answer is complete: it is logged as delivered
+        request.attempts.append(Attempt(region_id, "ok", status, _ms(tried)))
         outcome = Outcome.ROUTED if status < 500 else Outcome.UPSTREAM_ERROR
-        await self._record(decision, outcome, status, region_id, attempts, span, started)
+        await self._record(
+            request.decision,
+            outcome,
+            status,
+            region_id,
+            request.attempts,
+            request.span,
+            request.started,
+        )
 
     async def _record(
         self,

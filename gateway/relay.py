@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Awaitable, Callable
 
 from gateway.asgi import RawHeaders, Receive, Scope, Send
 from gateway.intake import RequestRejected
 from gateway.upstream import UpstreamError, UpstreamResponse
-
-
-class ClientDisconnected(Exception):
-    """The client went away while a streamed answer was being relayed."""
 
 
 class NothingRelayed(Exception):
@@ -108,37 +103,59 @@ async def relay(
     return first_chunk_at or time.perf_counter()
 
 
-async def _wait_for_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+class ClientWatch:
+    """Cancels the forwarding task when the client disconnects while it is armed.
 
-
-async def relay_watching(
-    receive: Receive,
-    send: Send,
-    response: UpstreamResponse,
-    headers: RawHeaders,
-    before_end: Callable[[], Awaitable[None]],
-) -> float:
-    """relay(), but a streamed answer stops (and the region is let go) when the client leaves.
-
-    Answers with a known length are short and relayed directly; streams race a disconnect
-    watcher, since the ASGI server drops writes to a closed connection silently.
+    Whatever the task awaits then (a region's headers, a body chunk, a write to the client)
+    raises CancelledError; the upstream exchange is abandoned, which closes its connection.
+    The watch is disarmed before a routing record is written, so a record is never cut off.
+    A watcher task starts only once forwarding has taken `after` seconds: quick answers
+    cost nothing, and the ASGI server drops writes to a closed connection silently.
     """
-    if any(k == b"content-length" for k, _ in response.headers):
-        return await relay(send, response, headers, before_end)
-    relaying = asyncio.ensure_future(relay(send, response, headers, before_end))
-    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
-    try:
-        await asyncio.wait((relaying, watcher), return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        relaying.cancel()
-        raise
-    finally:
-        watcher.cancel()
-    if relaying.done():
-        return relaying.result()
-    relaying.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await relaying
-    raise ClientDisconnected
+
+    __slots__ = ("_receive", "_task", "_timer", "_watcher", "armed", "left")
+
+    def __init__(self, receive: Receive, after: float = 0.01) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._receive = receive
+        self._watcher: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = asyncio.get_running_loop().call_later(
+            after, self._start
+        )
+        self.armed = True
+        self.left = False
+
+    def _start(self) -> None:
+        self._timer = None
+        if self.armed:
+            self._watcher = asyncio.ensure_future(self._watch())
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        if self.armed:
+            self.armed = False
+            self.left = True
+            self._task.cancel()
+
+    def disarm(self) -> None:
+        """From here on the task finishes what it does, client or not."""
+        self.armed = False
+
+    def client_left(self) -> bool:
+        """In an `except CancelledError`: True if the client leaving caused it (absorbed)."""
+        if not self.left:
+            return False
+        self.left = False
+        self._task.uncancel()
+        return True
+
+    def close(self) -> None:
+        """Stop watching."""
+        self.armed = False
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()

@@ -45,9 +45,11 @@ def _upstream_client(settings: Settings) -> UpstreamClient:
         first_byte=settings.upstream_first_byte_timeout,
         read=settings.upstream_read_timeout,
     )
+    total = settings.upstream_max_connections
+    per_region = settings.upstream_max_connections_per_region
     if settings.upstream_client == "aiohttp":
-        return AiohttpUpstream(timeouts, settings.upstream_max_connections)
-    return H1Upstream(timeouts)
+        return AiohttpUpstream(timeouts, total, per_region)
+    return H1Upstream(timeouts, total, per_region)
 
 
 def freeze_startup_heap() -> None:

@@ -70,7 +70,18 @@ class Settings(BaseSettings):
     upstream_client: Literal["h1", "aiohttp"] = Field(
         "h1", description="upstream HTTP client: h1 (lean, httptools) or aiohttp"
     )
-    upstream_max_connections: int = Field(1024, ge=1, description="pooled upstream connections")
+    upstream_max_connections: int = Field(
+        1024,
+        ge=1,
+        description="most upstream connections open at once, in all (both clients); a request "
+        "waits for one within upstream_connect_timeout, then fails over",
+    )
+    upstream_max_connections_per_region: int = Field(
+        512,
+        ge=1,
+        description="most upstream connections open to one region (so a hung region cannot "
+        "hold them all)",
+    )
     max_attempts: int = Field(
         3, ge=1, le=10, description="regions tried per request, all within the allowed set"
     )

@@ -125,21 +125,34 @@ class _AiohttpResponse:
             raise UpstreamError(FailureKind.PROTOCOL, str(exc) or type(exc).__name__) from None
 
     def release(self) -> None:
-        self._response.release()
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()  # an unfinished answer: the connection is not reused
 
 
 class AiohttpUpstream:
-    """UpstreamClient over one long-lived aiohttp session with a connection pool."""
+    """UpstreamClient over one long-lived aiohttp session with a bounded connection pool.
 
-    def __init__(self, timeouts: UpstreamTimeouts, max_connections: int = 1024) -> None:
+    aiohttp never resends a POST (only idempotent methods are retried on a stale connection),
+    and waiting for a pooled connection counts against the connect timeout.
+    """
+
+    def __init__(
+        self, timeouts: UpstreamTimeouts, max_connections: int = 1024, per_region: int = 1024
+    ) -> None:
         self._timeouts = timeouts
         self._max_connections = max_connections
+        self._per_region = min(per_region, max_connections)
         self._session: aiohttp.ClientSession | None = None
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._max_connections, keepalive_timeout=30, ttl_dns_cache=300
+                limit=self._max_connections,
+                limit_per_host=self._per_region,
+                keepalive_timeout=30,
+                ttl_dns_cache=300,
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -163,6 +176,8 @@ class AiohttpUpstream:
                 response = await session.request(
                     method, url, data=body or None, headers=headers, allow_redirects=False
                 )
+        except aiohttp.ConnectionTimeoutError as exc:  # connecting, or waiting for a free slot
+            raise UpstreamError(FailureKind.CONNECT, str(exc) or "connect timed out") from None
         except TimeoutError:
             raise UpstreamError(FailureKind.TIMEOUT, "no response headers in time") from None
         except aiohttp.ClientConnectorError as exc:

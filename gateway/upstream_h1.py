@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import select
 import ssl
 from collections import deque
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from gateway.upstream import (
     UpstreamResponse,
     UpstreamTimeouts,
 )
+from gateway.upstream_pool import ConnectionPool
 
 _PAUSE_AT = 1 << 20  # buffered body bytes before reading from the region is paused
 _IDLE_PER_ORIGIN = 256
@@ -55,7 +57,6 @@ class _Exchange:
         "_read_timeout",
         "_waiter",
         "complete",
-        "got_bytes",
         "headers",
         "status",
     )
@@ -71,7 +72,6 @@ class _Exchange:
         self._framed = False
         self._has_headers = False
         self.complete = False
-        self.got_bytes = False
         self.status = 0
         self.headers: list[tuple[bytes, bytes]] = []
 
@@ -159,7 +159,7 @@ class _Exchange:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection to a region; one exchange at a time."""
 
-    def __init__(self, pool: _Pool, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, pool: ConnectionPool[_Connection], loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._pool = pool
         self._transport: asyncio.Transport | None = None
@@ -180,7 +180,6 @@ class _Connection(asyncio.Protocol):
         if exchange is None:  # bytes nobody asked for: the connection is unusable
             self.abort()
             return
-        exchange.got_bytes = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -223,12 +222,33 @@ class _Connection(asyncio.Protocol):
 
     # -- used by the pool and the exchange -------------------------------------------------
 
-    def start(self, request: bytes, read_timeout: float) -> _Exchange:
-        assert self._transport is not None
+    def start(self, request: bytes, read_timeout: float) -> _Exchange | None:
+        """Write `request`; None if the connection was found dead before a byte of it left.
+
+        Only then may the request go again on another connection: once bytes may have
+        reached the region, a failure is this attempt's outcome (the region may be working
+        on it), never a silent resend.
+        """
+        transport = self._transport
+        assert transport is not None
+        if self.closed or transport.is_closing():
+            return None
         exchange = _Exchange(self, read_timeout)
         self._exchange = exchange
-        self._transport.write(request)
+        transport.write(request)
+        if transport.is_closing():  # the write failed at once (reset): nothing was sent
+            self._exchange = None
+            self.abort()
+            return None
         return exchange
+
+    def stale(self) -> bool:
+        """An idle connection the region closed (or sent stray bytes on); it is aborted."""
+        transport = self._transport
+        if self.closed or transport is None or transport.is_closing() or _readable(transport):
+            self.abort()
+            return True
+        return False
 
     def exchange_done(self, exchange: _Exchange) -> None:
         if self._exchange is not exchange:
@@ -252,57 +272,41 @@ class _Connection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.reusable = False
+        self._pool.forget(self)  # its slot is free now, not when the loop gets to it
         if self._transport is not None and not self.closed:
             self._transport.abort()
 
 
-class _Pool:
-    """Idle keep-alive connections per origin."""
+def _readable(transport: asyncio.Transport) -> bool:
+    """Whether an idle connection has something to read: the region's FIN (or stray bytes).
 
-    def __init__(self) -> None:
-        self._idle: dict[str, list[_Connection]] = {}
-        self._origin: dict[_Connection, str] = {}
-
-    def take(self, origin: str) -> _Connection | None:
-        idle = self._idle.get(origin)
-        while idle:
-            connection = idle.pop()
-            if not connection.closed:
-                return connection
-        return None
-
-    def adopt(self, connection: _Connection, origin: str) -> None:
-        self._origin[connection] = origin
-
-    def give_back(self, connection: _Connection) -> None:
-        origin = self._origin.get(connection)
-        idle = self._idle.setdefault(origin, []) if origin else None
-        if idle is None or len(idle) >= _IDLE_PER_ORIGIN:
-            connection.abort()
-            return
-        idle.append(connection)
-
-    def forget(self, connection: _Connection) -> None:
-        origin = self._origin.pop(connection, None)
-        idle = self._idle.get(origin) if origin else None
-        if idle and connection in idle:
-            idle.remove(connection)
-
-    def close(self) -> None:
-        for connection in list(self._origin):
-            connection.abort()
-        self._idle.clear()
+    The event loop may not have delivered a close that already arrived; asking the socket
+    costs one poll(2) and keeps a stale connection from eating a request.
+    """
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    poller = select.poll()
+    poller.register(sock.fileno(), select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
 
 
 class H1Upstream:
-    """UpstreamClient over pooled HTTP/1.1 connections (http and https)."""
+    """UpstreamClient over pooled HTTP/1.1 connections (http and https), bounded in number."""
 
-    def __init__(self, timeouts: UpstreamTimeouts) -> None:
+    def __init__(
+        self, timeouts: UpstreamTimeouts, max_connections: int = 1024, per_region: int = 1024
+    ) -> None:
         self._timeouts = timeouts
-        self._pool = _Pool()
+        self._pool: ConnectionPool[_Connection] = ConnectionPool(
+            max_connections, per_region, _IDLE_PER_ORIGIN
+        )
         self._tls: ssl.SSLContext | None = None
 
-    async def _connect(self, origin: str, host: str, port: int, tls: bool) -> _Connection:
+    async def _connect(
+        self, origin: str, host: str, port: int, tls: bool, deadline: float
+    ) -> _Connection:
+        """Open a connection in the slot `acquire` reserved (freed again if this fails)."""
         loop = asyncio.get_running_loop()
         if tls and self._tls is None:
             self._tls = ssl.create_default_context()
@@ -315,16 +319,50 @@ class H1Upstream:
                     ssl=self._tls if tls else None,
                     server_hostname=host if tls else None,
                 ),
-                self._timeouts.connect,
+                max(deadline - loop.time(), 0.001),
             )
         except TimeoutError:
+            self._pool.release(origin)
             raise UpstreamError(
                 FailureKind.CONNECT, f"connect to {host}:{port} timed out"
             ) from None
         except (OSError, ssl.SSLError) as exc:
+            self._pool.release(origin)
             raise UpstreamError(FailureKind.CONNECT, f"{host}:{port}: {exc}") from None
+        except BaseException:
+            self._pool.release(origin)
+            raise
+        if connection.closed:  # closed before it could be counted: forget() missed it
+            self._pool.release(origin)
+            raise UpstreamError(FailureKind.CONNECT, f"{host}:{port}: closed at once")
         self._pool.adopt(connection, origin)
         return connection
+
+    async def _exchange(
+        self, origin: str, host: str, port: int, tls: bool, request: bytes
+    ) -> _Exchange:
+        """Write the request on a pooled or new connection; waiting for one counts as connecting.
+
+        A pooled connection found closed before the request was written is replaced (the
+        region never saw the request); nothing that may have reached a region is resent.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._timeouts.connect
+        while True:
+            connection = await self._pool.acquire(origin, deadline)
+            fresh = connection is None
+            if connection is None:
+                connection = await self._connect(origin, host, port, tls, deadline)
+            elif connection.stale():
+                continue
+            exchange = connection.start(request, self._timeouts.read)
+            if exchange is not None:
+                return exchange
+            connection.abort()
+            if fresh:
+                raise UpstreamError(
+                    FailureKind.CONNECT, f"{host}:{port}: connection closed before the request"
+                )
 
     async def send(
         self, url: str, headers: Sequence[tuple[str, str]], body: bytes
@@ -342,24 +380,11 @@ class H1Upstream:
         for name, value in headers:
             head.append(f"{name}: {value}\r\n".encode("latin-1"))
         head.append(b"\r\n")
-        request = b"".join(head) + body
-        connection = self._pool.take(origin)
-        if connection is not None:
-            exchange = connection.start(request, self._timeouts.read)
-            try:
-                await exchange.wait_headers(self._timeouts.first_byte)
-                return exchange
-            except UpstreamError:
-                exchange.release()
-                if exchange.got_bytes:
-                    raise
-                # A pooled connection the region had already closed: try once on a new one.
-        connection = await self._connect(origin, host, port, tls)
-        exchange = connection.start(request, self._timeouts.read)
+        exchange = await self._exchange(origin, host, port, tls, b"".join(head) + body)
         try:
             await exchange.wait_headers(self._timeouts.first_byte)
-        except UpstreamError:
-            exchange.release()
+        except BaseException:  # timeout, a broken connection, or the caller gave up
+            exchange.release()  # an unfinished exchange aborts its connection
             raise
         return exchange
 

@@ -51,11 +51,18 @@ async def _on_shutdown(app: web.Application) -> None:
     state.set_behaviour(state.behaviour)  # wake hung requests so shutdown is prompt
 
 
+def _client_gone(request: web.BaseRequest) -> bool:
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
 async def _hang(request: web.Request, state: SimulatorState) -> bool:
     """Park while ``hang`` is on. Return False if the client left or the server is closing."""
     while state.behaviour.hang:
-        transport = request.transport
-        if state.closing or transport is None or transport.is_closing():
+        if _client_gone(request):
+            state.aborted += 1
+            return False
+        if state.closing:
             return False
         await state.wait_for_change(_HANG_POLL_S)
     return True
@@ -92,6 +99,10 @@ async def _middleware(request: web.Request, handler: Handler) -> web.StreamRespo
                 _drop_connection(request)
                 return web.Response(status=500)
         return await handler(request)
+    except asyncio.CancelledError:  # the client left (the server cancels its handler)
+        if is_api:
+            state.aborted += 1
+        raise
     except ApiError as exc:
         return _json(exc.body, exc.status)
     except web.HTTPException as exc:
@@ -188,6 +199,7 @@ async def _stream(
             await response.write(r.SSE_DONE)
             return response
     except ConnectionResetError:  # the client went away
+        request.app[STATE_KEY].aborted += 1
         return response
     _drop_connection(request)
     return response

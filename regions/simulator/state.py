@@ -34,7 +34,11 @@ class ApiError(Exception):
 
 
 class SimulatorState:
-    """Mutable state of one simulator app: current behaviour and request counters."""
+    """Mutable state of one simulator app: current behaviour and request counters.
+
+    ``aborted`` counts /v1 requests whose client (the gateway) closed the connection before
+    the answer was complete: the simulator stopped working on them.
+    """
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
@@ -45,6 +49,7 @@ class SimulatorState:
         self.requests = 0
         self.by_path: dict[str, int] = {}
         self.in_flight = 0
+        self.aborted = 0
         self.closing = False
         self._changed = asyncio.Event()
 
@@ -58,6 +63,7 @@ class SimulatorState:
         """Restore startup behaviour and zero the request counters."""
         self.requests = 0
         self.by_path = {}
+        self.aborted = 0
         self.set_behaviour(self.config.behaviour)
 
     async def wait_for_change(self, max_wait: float) -> None:
@@ -80,6 +86,7 @@ class SimulatorState:
             "requests": self.requests,
             "by_path": dict(self.by_path),
             "in_flight": self.in_flight,
+            "aborted": self.aborted,
         }
 
 
