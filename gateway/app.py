@@ -54,7 +54,7 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
     @api.exception_handler(RequestRejected)
     async def _rejected(_: Request, exc: RequestRejected) -> JsonResponse:
         body = openai_error(exc.message, "invalid_request_error", exc.code, param=exc.param)
-        return JsonResponse(body, status_code=exc.status)
+        return JsonResponse(body, status_code=exc.status, headers=dict(exc.headers))
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JsonResponse:
@@ -88,7 +88,7 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
     @api.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         snapshot = runtime.snapshot
-        tenant = authenticate(request.scope, snapshot.policy)
+        tenant = authenticate(request.scope, snapshot.policy, runtime.auth_guard)
         facts = runtime.facts.build(request.scope, tenant, None, new_request_id())
         decision = decide(facts, snapshot)
         allowed = set(decision.allowed_regions)
@@ -111,7 +111,7 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
     @api.post("/v1/residency/explain")
     async def explain(request: Request, body: ExplainRequest | None = None) -> dict[str, Any]:
         snapshot = runtime.snapshot
-        tenant = authenticate(request.scope, snapshot.policy)
+        tenant = authenticate(request.scope, snapshot.policy, runtime.auth_guard)
         query = body or ExplainRequest()
         facts = runtime.facts.build(
             request.scope,

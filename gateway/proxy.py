@@ -91,7 +91,7 @@ class InferenceProxy:
                     "request_too_large",
                 )
             body = await read_body(receive, rt.settings.max_body_bytes)
-            tenant = authenticate(scope, snapshot.policy)
+            tenant = authenticate(scope, snapshot.policy, rt.auth_guard)
             parsed = parse_inference_body(body)
             facts = rt.facts.build(scope, tenant, parsed.model, request_id)
         except RequestRejected as rejected:
@@ -103,7 +103,7 @@ class InferenceProxy:
                 openai_error(
                     rejected.message, "invalid_request_error", rejected.code, param=rejected.param
                 ),
-                headers,
+                [*headers, *((k.encode(), v.encode()) for k, v in rejected.headers.items())],
             )
             return
         decision = decide(facts, snapshot)
