@@ -76,7 +76,7 @@ def require(
             ) from None
         if principal is None:
             if throttle is not None:
-                throttle.failed(request.scope)
+                throttle.failed(request.scope, token)
             raise _refuse(request, 401, "invalid or revoked operator token", "invalid_token")
         if principal.role not in roles:
             raise _refuse(

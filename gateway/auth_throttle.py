@@ -2,10 +2,13 @@
 
 After `limit` failed attempts from one address within `window` seconds, that address is refused
 (429 with Retry-After) for `window` seconds, before its key is even looked at: a throttled
-address cannot learn whether a guess was right. A success does not reset the count (a tenant
-guessing another tenant's key could otherwise reset it with its own key). IPv6 addresses are
-counted per /64 (one host usually holds a whole /64). Memory is bounded: the least recently
-failing addresses are forgotten first. State is per process (each worker counts on its own).
+address cannot learn whether a guess was right. Only a wrong key *different* from the address's
+previous wrong key counts: repeating one stale key (a new key a replica has not loaded yet, a
+revoked one) teaches nothing, and retrying it must not lock a client out. A success does not
+reset the count (a tenant guessing another tenant's key could otherwise reset it with its own).
+IPv6 addresses are counted per /64 (one host usually holds a whole /64). Memory is bounded:
+the least recently failing addresses are forgotten first. State is per process (each worker
+counts on its own).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class _Entry:
     started: float
     failures: int
     blocked_until: float = 0.0
+    last_key: int | None = None  # hash() of the previous wrong key (per-process, never stored)
 
 
 class AuthThrottle:
@@ -84,8 +88,9 @@ class AuthThrottle:
         remaining = entry.blocked_until - self._clock()
         return max(1, math.ceil(remaining)) if remaining > 0 else None
 
-    def failed(self, key: str) -> int | None:
-        """Count one failure; returns the Retry-After seconds if `key` is now blocked."""
+    def failed(self, key: str, wrong: int | None = None) -> int | None:
+        """Count one failure of address `key` with a wrong key/token whose hash() is `wrong`
+        (None: always counts); returns the Retry-After seconds if `key` is now blocked."""
         if not self.enabled:
             return None
         now = self._clock()
@@ -94,6 +99,9 @@ class AuthThrottle:
             entry = _Entry(now, 0)
             self._entries[key] = entry
         self._entries.move_to_end(key)
+        if wrong is not None and wrong == entry.last_key:
+            return self.retry_after(key)  # the same stale key again: not a new guess
+        entry.last_key = wrong
         entry.failures += 1
         if entry.failures >= self.limit and entry.blocked_until <= now:
             entry.blocked_until = now + self.window
@@ -130,10 +138,10 @@ class AuthGuard:
         if seconds is not None:
             raise throttled(seconds)
 
-    def failed(self, scope: Scope) -> None:
-        """Count a wrong key or token from the caller's address."""
+    def failed(self, scope: Scope, wrong: str) -> None:
+        """Count the wrong key or token `wrong` from the caller's address."""
         if self.throttle.enabled:
-            self.throttle.failed(address_key(self._client_ip(scope)))
+            self.throttle.failed(address_key(self._client_ip(scope)), hash(wrong))
 
 
 def throttled(seconds: int) -> RequestRejected:

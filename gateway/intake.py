@@ -119,7 +119,7 @@ def authenticate(scope: Scope, policy: PolicySnapshot, guard: AuthGuard | None =
     tenant = policy.tenant_for_key(token)
     if tenant is None:
         if guard is not None:
-            guard.failed(scope)
+            guard.failed(scope, token)
         raise RequestRejected(401, "invalid API key", "invalid_api_key")
     return tenant
 

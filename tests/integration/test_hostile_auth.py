@@ -134,6 +134,15 @@ def test_guessing_tenant_keys_from_one_address_is_throttled(auth_gateway: Gatewa
     assert served.status_code == 200, served.text
     assert _call(auth_gateway, "GET", "/v1/models", DEMO_KEY, bystander).status_code == 200
 
+    # One stale key retried (a key a replica has not loaded yet) is not guessing: no lock-out.
+    retrier = "203.0.113.52"
+    retried = {
+        _call(auth_gateway, "GET", "/v1/models", "rg_stale-key", retrier).status_code
+        for _ in range(GUESSES)
+    }
+    assert retried == {401}
+    assert _call(auth_gateway, "GET", "/v1/models", DEMO_KEY, retrier).status_code == 200
+
 
 def test_guessing_operator_tokens_is_throttled(
     auth_gateway: GatewayProcess, tokens: dict[str, str]

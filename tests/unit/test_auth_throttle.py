@@ -42,6 +42,15 @@ def test_failures_spread_beyond_the_window_do_not_block() -> None:
         clock.now += 6  # two failures per window at most
 
 
+def test_repeating_one_stale_key_is_not_guessing() -> None:
+    throttle = AuthThrottle(limit=3, window=60, max_addresses=10, clock=Clock())
+    for _ in range(50):
+        assert throttle.failed("192.0.2.1", hash("rg_stale")) is None
+    assert not throttle.maybe_blocked()
+    throttle.failed("192.0.2.1", hash("guess-1"))
+    assert throttle.failed("192.0.2.1", hash("guess-2")) == 60  # 3 distinct: stale, 1, 2
+
+
 def test_memory_is_bounded_least_recent_first() -> None:
     throttle = AuthThrottle(limit=2, window=60, max_addresses=100, clock=Clock())
     for i in range(1000):
@@ -78,8 +87,8 @@ def test_guard_answers_429_with_retry_after() -> None:
         lambda s: str(s["client"][0]),
     )
     guard.check(scope)
-    guard.failed(scope)
-    guard.failed(scope)
+    guard.failed(scope, "wrong-1")
+    guard.failed(scope, "wrong-2")
     with pytest.raises(RequestRejected) as refused:
         guard.check(scope)
     assert refused.value.status == 429
