@@ -1,7 +1,9 @@
 """Role checks for the admin and audit APIs: 401 without a valid operator token, 403 otherwise.
 
 Tenant API keys never reach these endpoints: they are recognised and refused explicitly.
-Every refusal is logged (with the path and reason, never the token).
+Every refusal is logged (with the path and reason, never the token). A wrong token counts
+against the caller's address (gateway.auth_throttle); a throttled address gets 429. When the
+database cannot be asked about a token, the answer is 503, never 500.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from fastapi import Request
 
 from compliance.store.access_store import AccessStore, Principal, Role
+from compliance.store.errors import StoreError, StoreUnavailable
+from gateway.auth_throttle import AuthGuard
 from gateway.intake import RequestRejected, bearer_token
 from gateway.routing.snapshot import RoutingSnapshot
 
@@ -36,11 +40,15 @@ def require(
     roles: frozenset[Role],
     store: Callable[[], AccessStore],
     snapshot: Callable[[], RoutingSnapshot],
+    guard: Callable[[], AuthGuard | None] = lambda: None,
 ) -> Callable[[Request], Awaitable[Principal]]:
     """A FastAPI dependency admitting operator tokens whose role is in `roles`."""
     allowed = ", ".join(sorted(r.value for r in roles))
 
     async def dependency(request: Request) -> Principal:
+        throttle = guard()
+        if throttle is not None:
+            throttle.check(request.scope)
         token = bearer_token(request.scope)
         if token is None:
             raise _refuse(
@@ -56,8 +64,19 @@ def require(
                 "tenant API keys cannot use admin or audit endpoints",
                 "tenant_key_refused",
             )
-        principal = await asyncio.to_thread(store().authenticate, token)
+        try:
+            principal = await asyncio.to_thread(store().authenticate, token)
+        except (StoreUnavailable, StoreError) as exc:
+            # Unknown whether the token is good: not counted as a failure.
+            raise _refuse(
+                request,
+                503,
+                f"policy database unavailable, cannot check the operator token: {exc}",
+                "database_unavailable",
+            ) from None
         if principal is None:
+            if throttle is not None:
+                throttle.failed(request.scope, token)
             raise _refuse(request, 401, "invalid or revoked operator token", "invalid_token")
         if principal.role not in roles:
             raise _refuse(

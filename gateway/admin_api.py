@@ -41,6 +41,7 @@ from compliance.store.admin_ops import (
     keep_keys_unless_given,
 )
 from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable
+from compliance.store.region_facts import LegalFactsForbidden
 from gateway.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, require
 from gateway.asgi import JsonResponse
 from gateway.intake import RequestRejected
@@ -54,6 +55,8 @@ SERVE_WAIT_S = 2.0
 
 def _rejected(exc: Exception) -> RequestRejected:
     """The one place store and validation errors become HTTP errors."""
+    if isinstance(exc, LegalFactsForbidden):
+        return RequestRejected(403, str(exc), "forbidden")
     if isinstance(exc, InvalidDocument | InvalidReference):
         return RequestRejected(400, str(exc), "invalid_value", exc.field)
     if isinstance(exc, PreconditionFailed):
@@ -285,7 +288,14 @@ def router(runtime: GatewayRuntime) -> APIRouter:
     """The /admin routes, bound to a running gateway."""
 
     def gate(roles: Any) -> Any:
-        return Depends(require(roles, lambda: runtime.access, lambda: runtime.snapshot))
+        return Depends(
+            require(
+                roles,
+                lambda: runtime.access,
+                lambda: runtime.snapshot,
+                lambda: runtime.auth_guard,
+            )
+        )
 
     api = APIRouter(prefix="/admin", tags=["admin"])
     handlers, read = _Handlers(runtime), gate(READ_CONFIG)

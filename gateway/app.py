@@ -75,7 +75,7 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
     @api.exception_handler(RequestRejected)
     async def _rejected(_: Request, exc: RequestRejected) -> JsonResponse:
         body = openai_error(exc.message, "invalid_request_error", exc.code, param=exc.param)
-        return JsonResponse(body, status_code=exc.status)
+        return JsonResponse(body, status_code=exc.status, headers=dict(exc.headers))
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JsonResponse:
@@ -109,7 +109,7 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
     @api.get("/v1/models")
     async def models(request: Request) -> dict[str, Any]:
         snapshot = runtime.snapshot
-        tenant = authenticate(request.scope, snapshot.policy)
+        tenant = authenticate(request.scope, snapshot.policy, runtime.auth_guard)
         facts = runtime.facts.build(request.scope, tenant, None, new_request_id())
         decision = decide(facts, snapshot)
         allowed = set(decision.allowed_regions)
@@ -133,7 +133,7 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
     async def explain(request: Request) -> dict[str, Any]:
         snapshot = runtime.snapshot
         # Authenticate before reading a byte of the body, then read at most the body limit.
-        tenant = authenticate(request.scope, snapshot.policy)
+        tenant = authenticate(request.scope, snapshot.policy, runtime.auth_guard)
         limit = runtime.settings.max_body_bytes
         declared = declared_length(request.scope)
         if declared is not None and declared > limit:

@@ -91,7 +91,14 @@ async def _read(call: Callable[..., T], *args: Any) -> T:
 def router(runtime: GatewayRuntime) -> APIRouter:
     """The /audit read endpoints over the runtime's database."""
     reader = AuditReader(runtime.store.engine)
-    auditor = Depends(require(READ_AUDIT, lambda: runtime.access, lambda: runtime.snapshot))
+    auditor = Depends(
+        require(
+            READ_AUDIT,
+            lambda: runtime.access,
+            lambda: runtime.snapshot,
+            lambda: runtime.auth_guard,
+        )
+    )
     api = APIRouter(prefix="/audit", tags=["audit"])
 
     @api.get("/decisions")

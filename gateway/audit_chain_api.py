@@ -45,7 +45,14 @@ def _first_chunk(chunks: Iterator[bytes]) -> bytes:
 
 def router(runtime: GatewayRuntime) -> APIRouter:
     """GET /audit/public-key, /audit/chain/status, /audit/chain/receipt and /audit/export."""
-    auditor = Depends(require(READ_AUDIT, lambda: runtime.access, lambda: runtime.snapshot))
+    auditor = Depends(
+        require(
+            READ_AUDIT,
+            lambda: runtime.access,
+            lambda: runtime.snapshot,
+            lambda: runtime.auth_guard,
+        )
+    )
     api = APIRouter(prefix="/audit", tags=["audit chain"])
 
     @api.get("/public-key", response_class=PlainTextResponse)

@@ -7,9 +7,10 @@ import itertools
 import os
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -21,6 +22,9 @@ from gateway.client_address import TrustedProxies, resolve_client_ip
 from gateway.routing.facts import RequestFacts
 from regions.geo import is_country_code
 from regions.geoip import GeoIpLocator
+
+if TYPE_CHECKING:
+    from gateway.auth_throttle import AuthGuard
 
 SUBJECT_HEADER = b"x-data-subject-country"
 DATA_CLASS_HEADER = b"x-data-class"
@@ -40,14 +44,25 @@ _HTTP_SPACE = " \t"
 
 
 class RequestRejected(Exception):
-    """Bad input: answered with `status` and an OpenAI-style error naming the problem."""
+    """Bad input: answered with `status` and an OpenAI-style error naming the problem.
 
-    def __init__(self, status: int, message: str, code: str, param: str | None = None) -> None:
+    `headers` go out with the answer (e.g. Retry-After on a 429).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        code: str,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
         self.param = param
+        self.headers: Mapping[str, str] = headers or {}
 
 
 _PROCESS_TAG = os.urandom(2).hex()
@@ -202,8 +217,14 @@ def bearer_token(scope: Scope) -> str | None:
     return token if scheme.lower() == "bearer" and token else None
 
 
-def authenticate(scope: Scope, policy: PolicySnapshot) -> Tenant:
-    """The tenant owning the request's API key; 401 otherwise."""
+def authenticate(scope: Scope, policy: PolicySnapshot, guard: AuthGuard | None = None) -> Tenant:
+    """The tenant owning the request's API key; 401 otherwise.
+
+    With a `guard`, a throttled address gets 429 before its key is looked at, and a wrong key
+    counts against its address.
+    """
+    if guard is not None:
+        guard.check(scope)
     token = bearer_token(scope)
     if token is None:
         raise RequestRejected(
@@ -211,6 +232,8 @@ def authenticate(scope: Scope, policy: PolicySnapshot) -> Tenant:
         )
     tenant = policy.tenant_for_key(token)
     if tenant is None:
+        if guard is not None:
+            guard.failed(scope, token)
         raise RequestRejected(401, "invalid API key", "invalid_api_key")
     return tenant
 

@@ -116,7 +116,7 @@ class InferenceProxy:
                     405, f"{scope['path']} accepts POST only", "method_not_allowed"
                 )
             # Authenticate first: an unknown client never makes the gateway read its body.
-            tenant = authenticate(scope, snapshot.policy)
+            tenant = authenticate(scope, snapshot.policy, rt.auth_guard)
             declared = declared_length(scope)
             if declared is not None and declared > rt.settings.max_body_bytes:
                 raise RequestRejected(
@@ -136,7 +136,7 @@ class InferenceProxy:
                 openai_error(
                     rejected.message, "invalid_request_error", rejected.code, param=rejected.param
                 ),
-                headers,
+                [*headers, *((k.encode(), v.encode()) for k, v in rejected.headers.items())],
             )
             return
         decision = decide(facts, snapshot)

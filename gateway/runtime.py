@@ -20,6 +20,7 @@ from compliance.store.change_feed import ChangeFeed, supports_notify
 from compliance.store.policy_store import PolicyStore, StoreUnavailable
 from compliance.store.routing_log_store import RoutingLogStore
 from gateway.audit_setup import audit_chain, routing_log_writer
+from gateway.auth_throttle import AuthGuard, AuthThrottle
 from gateway.bootstrap import hmac_key
 from gateway.client_address import TrustedProxies
 from gateway.inflight import InFlight
@@ -82,6 +83,14 @@ class GatewayRuntime:
         self.access = AccessStore(self.store.engine)
         self.locator = GeoIpLocator(settings.geoip_database or bundled_database_path())
         self.facts = FactsBuilder(self.locator, TrustedProxies(settings.trusted_proxies))
+        self.auth_guard = AuthGuard(
+            AuthThrottle(
+                settings.auth_failure_limit,
+                settings.auth_failure_window,
+                settings.auth_throttle_max_addresses,
+            ),
+            self.facts.client_ip,
+        )
         self.pseudonymiser = IpPseudonymiser(hmac_key(settings))
         self.tracer_provider, processor = build_tracer_provider(settings, span_exporter)
         self.tracer = DataPathTracer(self.tracer_provider, processor)

@@ -165,6 +165,19 @@ class Settings(BaseSettings):
         None, ge=1, description="remove audit entries older than this; default: keep all"
     )
     audit_retention_interval: float = Field(3600.0, gt=0, description="seconds between prunes")
+    auth_failure_limit: int = Field(
+        20,
+        ge=0,
+        description="failed API key or operator token attempts from one client address within "
+        "auth_failure_window before that address gets 429 for auth_failure_window seconds; "
+        "0: no throttling",
+    )
+    auth_failure_window: float = Field(
+        60.0, gt=0, description="seconds over which failed authentication attempts are counted"
+    )
+    auth_throttle_max_addresses: int = Field(
+        100_000, ge=1, description="client addresses whose failures are remembered (LRU bound)"
+    )
     admin_url: str = Field(
         "http://127.0.0.1:8080", description="gateway base URL the `gateway regions` CLI talks to"
     )

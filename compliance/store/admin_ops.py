@@ -2,7 +2,8 @@
 
 Every write is one transaction that checks the caller's If-Match against the current value,
 applies the change, bumps `policy_version` and records the change (who, before, after) in the
-tamper-evident configuration log. Writes are serialised (BEGIN IMMEDIATE on SQLite, an advisory
+tamper-evident configuration log (for regions also which legal facts changed, see
+`region_facts`). Writes are serialised (BEGIN IMMEDIATE on SQLite, an advisory
 lock on PostgreSQL), so two writers holding the same ETag cannot both win. Only pure values
 (Region, Tenant, Regime) cross this module's boundary.
 """
@@ -21,9 +22,14 @@ from compliance.audit.config_log import record_change
 from compliance.model import Regime, Tenant
 from compliance.store import rows, schema
 from compliance.store.access_store import Principal
-from compliance.store.admin_documents import ConfigValue, document_of, etag_of, if_match_satisfied
+from compliance.store.admin_documents import document_of, etag_of, if_match_satisfied
 from compliance.store.errors import NotFoundError, StoreError
 from compliance.store.policy_store import PolicyStore
+from compliance.store.region_facts import (
+    LEGAL_FACTS_KEY,
+    authorise_region_change,
+    legal_fact_changes,
+)
 from regions.catalog import Region
 
 __all__ = ["AdminOps", "Change", "InvalidReference", "NotFoundError", "PreconditionFailed"]
@@ -81,6 +87,10 @@ class _Kind(Generic[V]):
     write: Callable[[Connection, V, V | None], None]
     remove: Callable[[Connection, str], None]
     removal_warnings: Callable[[Connection, str], tuple[str, ...]] = lambda _conn, _id: ()
+    authorise: Callable[[Principal, V | None, V], None] = lambda _actor, _before, _after: None
+    """Raises if the actor's role may not make this change (beyond the route's role check)."""
+    legal_changes: Callable[[V | None, V | None], tuple[str, ...]] = lambda _b, _a: ()
+    """The legal facts a change alters, named in the configuration log."""
 
 
 # -- regions ---------------------------------------------------------------------------------
@@ -242,7 +252,14 @@ def _never_remove(conn: Connection, regime_id: str) -> None:
 
 
 REGIONS: _Kind[Region] = _Kind(
-    "region", _read_region, _no_check, _write_region, _remove_region, _tenants_allowing_region
+    "region",
+    _read_region,
+    _no_check,
+    _write_region,
+    _remove_region,
+    _tenants_allowing_region,
+    authorise_region_change,
+    legal_fact_changes,
 )
 TENANTS: _Kind[Tenant] = _Kind("tenant", _read_tenant, _check_tenant, _write_tenant, _remove_tenant)
 REGIMES: _Kind[Regime] = _Kind("regime", _read_regime, _check_regime, _write_regime, _never_remove)
@@ -285,6 +302,7 @@ class AdminOps:
             value = build(current)
             if value == current:
                 return Change("unchanged", value, _version(conn))
+            kind.authorise(actor, current, value)
             kind.check(conn, value, current)
             kind.write(conn, value, current)
             outcome: Outcome = "updated" if patch else "replaced"
@@ -330,10 +348,14 @@ class AdminOps:
         object_id: str,
         action: str,
         actor: Principal,
-        before: ConfigValue | None,
-        after: ConfigValue | None,
+        before: V | None,
+        after: V | None,
     ) -> int:
         version = PolicyStore.bump_version(conn)
+        document = None if after is None else document_of(after)
+        legal = kind.legal_changes(before, after)
+        if document is not None and legal:
+            document[LEGAL_FACTS_KEY] = list(legal)
         record_change(
             conn,
             actor=actor.name,
@@ -342,7 +364,7 @@ class AdminOps:
             object_id=object_id,
             action=action,
             before=None if before is None else document_of(before),
-            after=None if after is None else document_of(after),
+            after=document,
             policy_version=version,
         )
         return version

@@ -1,11 +1,14 @@
 """Read a catalog file (regions and tenants, YAML) with precise, located validation errors.
 
 Format: see `regions/data/demo-catalog.yaml`. API keys appear in plaintext in the file and are
-hashed (`hash_api_key`) on the way in; only hashes reach the Tenant values.
+hashed (`hash_api_key`) on the way in; only hashes reach the Tenant values. Every key must be
+strong (`compliance.api_keys.key_problem`) unless the catalog says `demo: true` (the shipped
+demo catalog, whose keys are public).
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Sequence
 from importlib import resources
@@ -17,12 +20,14 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
+from compliance.api_keys import key_problem
 from compliance.model import TENANT_FLAGS, TENANT_OPT_INS, Tenant, TransferOptIn
 from compliance.snapshot import hash_api_key
 from regions.catalog import KNOWN_ATTESTATIONS, Region, RegionStatus
 from regions.geo import is_country_code
 
 REGION_ID = re.compile(r"[a-z0-9-]{1,63}")
+logger = logging.getLogger(__name__)
 
 
 class CatalogError(ValueError):
@@ -107,6 +112,12 @@ def _one_of(known: frozenset[str], what: str) -> Any:
     return check
 
 
+def _flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _problem("must be true or false")
+    return value
+
+
 Country = Annotated[str, BeforeValidator(_country)]
 NonEmpty = Annotated[str, BeforeValidator(_string)]
 RegionId = Annotated[str, BeforeValidator(_region_id)]
@@ -157,6 +168,7 @@ class _TenantSpec(BaseModel):
 
 class _CatalogSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
+    demo: Annotated[bool, BeforeValidator(_flag)] = False
     regions: list[_RegionSpec] = Field(default_factory=list)
     tenants: list[_TenantSpec] = Field(default_factory=list)
 
@@ -214,6 +226,16 @@ def _duplicates(spec: _CatalogSpec) -> list[str]:
     return problems
 
 
+def _weak_keys(tenant: _TenantSpec, where: str) -> list[str]:
+    """One problem per key that is too weak to be stored as an unsalted hash."""
+    problems = []
+    for j, key in enumerate(tenant.api_keys):
+        problem = key_problem(key)
+        if problem is not None:
+            problems.append(f"{where}api_keys[{j}]: {problem}")
+    return problems
+
+
 def _to_region(spec: _RegionSpec) -> Region:
     return Region(
         id=spec.id,
@@ -257,6 +279,16 @@ def parse_catalog(
     prefix = f"{origin}: " if origin else ""
     spec = _validate(_CatalogSpec, document, prefix)
     problems = _duplicates(spec)
+    if spec.demo:
+        if any(t.api_keys for t in spec.tenants):
+            logger.warning(
+                "%sdemo catalog: tenant API keys are not checked for strength; "
+                "do not use it beyond a demonstration",
+                prefix,
+            )
+    else:
+        for i, tenant in enumerate(spec.tenants):
+            problems += _weak_keys(tenant, f"tenants[{i}].")
     if problems:
         raise CatalogError(prefix + "; ".join(problems))
     return tuple(_to_region(r) for r in spec.regions), tuple(_to_tenant(t) for t in spec.tenants)
@@ -270,9 +302,14 @@ def parse_region(document: Any) -> Region:
 def parse_tenant(document: Any) -> Tenant:
     """One tenant mapping; its plaintext `api_keys` come back hashed in `api_key_hashes`.
 
-    Region ids are checked for form only: whether they exist is the caller's concern.
+    Region ids are checked for form only: whether they exist is the caller's concern. API keys
+    must be strong (there is no demo allowance here).
     """
-    return _to_tenant(_validate(_TenantSpec, document))
+    spec = _validate(_TenantSpec, document)
+    problems = _weak_keys(spec, "")
+    if problems:
+        raise CatalogError("; ".join(problems), problems[0].partition(":")[0])
+    return _to_tenant(spec)
 
 
 def load_catalog(path: Path | None = None) -> tuple[tuple[Region, ...], tuple[Tenant, ...]]:

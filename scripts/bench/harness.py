@@ -24,7 +24,7 @@ from bench import loadgen, peak, procs, streams
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
-API_KEY = "rg-bench-key"
+API_KEY = "rg_bench-key-0123456789abcdefghijklmnopqrstuvwxyz"
 CLIENT_IP = "80.128.0.1"  # the bundled GeoIP places it in DE: GDPR applies, eu-frankfurt chosen
 BODY = b'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello"}]}'
 STREAM_BODY = BODY[:-1] + b',"stream":true}'

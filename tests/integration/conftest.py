@@ -102,7 +102,7 @@ def write_catalog(path: Path, fleet: SimulatorFleet) -> Path:
                 **{k: v for k, v in extra.items() if k != "models"},
             }
         )
-    path.write_text(yaml.safe_dump({"regions": regions, "tenants": TENANTS}), "utf-8")
+    path.write_text(yaml.safe_dump({"demo": True, "regions": regions, "tenants": TENANTS}), "utf-8")
     return path
 
 

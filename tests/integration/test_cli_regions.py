@@ -101,7 +101,7 @@ def test_apply_prints_a_plan_and_dry_run_changes_nothing(
     ]
     assert regions_now(admin) == before
 
-    applied = run_cli(cli_gateway, tokens["operator"], *apply)
+    applied = run_cli(cli_gateway, tokens["admin"], *apply)  # creates: needs admin
     assert applied.returncode == 0, applied.stderr
     lines = applied.stdout.splitlines()
     assert "  ! not managed us-virginia: not in the file; kept (use --prune to delete)" in lines
@@ -132,7 +132,7 @@ def test_put_list_delete(
         "--latitude", "24.71", "--longitude", "46.68", "--base-url", "http://127.0.0.1:9",
         "--models", "gpt-4o,gpt-4o-mini", "--attestations", "", "--weight", "10",
     ]  # fmt: skip
-    created = run_cli(cli_gateway, tokens["operator"], *put)
+    created = run_cli(cli_gateway, tokens["admin"], *put)  # creates: needs admin
     assert created.returncode == 0, created.stderr
     assert created.stdout.startswith("created region sa-riyadh (etag ")
     assert cli("operator", *put).stdout.startswith("unchanged region sa-riyadh")
@@ -162,7 +162,7 @@ def test_deleting_a_region_a_tenant_allows_warns(admin: Admin, cli: Cli) -> None
         "--latitude", "21.54", "--longitude", "39.17", "--base-url", "http://127.0.0.1:9",
         "--models", "gpt-4o",
     ]  # fmt: skip
-    assert cli("operator", *put).returncode == 0
+    assert cli("admin", *put).returncode == 0
     tenant = {"name": "Jeddah only", "allowed_regions": ["sa-jeddah"]}
     assert admin("PUT", "/tenants/jeddah-only", tenant).status_code == 201
     try:
@@ -174,7 +174,7 @@ def test_deleting_a_region_a_tenant_allows_warns(admin: Admin, cli: Cli) -> None
             "changed\n"
         )
         assert admin("GET", "/tenants/jeddah-only").json()["allowed_regions"] == ["sa-jeddah"]
-        assert cli("operator", *put).returncode == 0
+        assert cli("admin", *put).returncode == 0
         reply = admin("DELETE", "/regions/sa-jeddah").json()
         assert reply["deleted"] is True and len(reply["warnings"]) == 1
     finally:

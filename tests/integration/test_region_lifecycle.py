@@ -46,8 +46,11 @@ def tokens(lifecycle_gateway: GatewayProcess) -> dict[str, str]:
 
 @pytest.fixture
 def admin(lifecycle_gateway: GatewayProcess, tokens: dict[str, str], catalog: Path) -> Admin:
-    """Admin API access; eu-frankfurt is back as in the catalog before each test."""
-    admin = Admin(lifecycle_gateway, tokens["operator"])
+    """Admin API access; eu-frankfurt is back as in the catalog before each test.
+
+    An admin token: re-creating a deleted region states its country (a legal fact).
+    """
+    admin = Admin(lifecycle_gateway, tokens["admin"])
     regions = yaml.safe_load(catalog.read_text())["regions"]
     frankfurt = next(r for r in regions if r["id"] == "eu-frankfurt")
     assert admin("PUT", "/regions/eu-frankfurt", frankfurt).status_code in (200, 201)

@@ -76,7 +76,9 @@ def _write_catalog(path: Path, fleet: SimulatorFleet) -> Path:
         "models": MODELS,
     }
     tenants = [{"id": "demo", "name": "Demo tenant", "api_keys": [DEMO_KEY]}]
-    path.write_text(yaml.safe_dump({"regions": [frankfurt], "tenants": tenants}), "utf-8")
+    path.write_text(
+        yaml.safe_dump({"demo": True, "regions": [frankfurt], "tenants": tenants}), "utf-8"
+    )
     return path
 
 

@@ -53,9 +53,13 @@ def test_tenant_document_hides_keys_and_round_trips_without_them() -> None:
 
 
 def test_tenant_keys_are_hashed() -> None:
-    parsed, keys_given = tenant_from_body({"name": "T", "api_keys": ["secret-1"]}, "t")
+    parsed, keys_given = tenant_from_body(
+        {"name": "T", "api_keys": ["secret-1-0123456789abcdef0123456789abcdef"]}, "t"
+    )
     assert keys_given
-    assert parsed.api_key_hashes == frozenset({hash_api_key("secret-1")})
+    assert parsed.api_key_hashes == frozenset(
+        {hash_api_key("secret-1-0123456789abcdef0123456789abcdef")}
+    )
 
 
 def test_etag_follows_content() -> None:

@@ -86,7 +86,7 @@ def changes(store: PolicyStore) -> list[dict[str, Any]]:
 @BOTH_BACKENDS
 def test_put_creates_replaces_and_is_idempotent(ops: AdminOps, store: PolicyStore) -> None:
     version = store.current_version()
-    created = ops.put(REGIONS, NEW.id, lambda _: NEW, actor=OPERATOR)
+    created = ops.put(REGIONS, NEW.id, lambda _: NEW, actor=ADMIN)
     assert (created.outcome, created.value, created.policy_version) == ("created", NEW, version + 1)
     again = ops.put(REGIONS, NEW.id, lambda _: NEW, actor=OPERATOR)
     assert (again.outcome, again.policy_version) == ("unchanged", version + 1)
@@ -100,13 +100,14 @@ def test_put_creates_replaces_and_is_idempotent(ops: AdminOps, store: PolicyStor
         ("replace", version + 2),
     ]
     assert log[0] | {"policy_version": 0} == {
-        "actor": "bob",
-        "role": "operator",
+        "actor": "alice",
+        "role": "admin",
         "object_type": "region",
         "object_id": NEW.id,
         "action": "create",
         "before": None,
-        "after": document_of(NEW),
+        "after": document_of(NEW)
+        | {"legal_facts_changed": ["country FR (new region)", "attestations none"]},
         "policy_version": 0,
     }
     assert (log[1]["before"]["weight"], log[1]["after"]["weight"]) == (100, 10)

@@ -32,8 +32,13 @@ def _region(id: str, country: str = "DE") -> dict[str, Any]:
 VALID: dict[str, Any] = {
     "regions": [_region("eu-frankfurt"), _region("uk-london", "GB"), _region("us-oregon", "US")],
     "tenants": [
-        {"id": "demo", "name": "Demo", "api_keys": ["k-demo"]},
-        {"id": "acme", "name": "ACME", "home_jurisdiction": "DE", "api_keys": ["k-acme"]},
+        {"id": "demo", "name": "Demo", "api_keys": ["k-demo-0123456789abcdef0123456789abcdef"]},
+        {
+            "id": "acme",
+            "name": "ACME",
+            "home_jurisdiction": "DE",
+            "api_keys": ["k-acme-0123456789abcdef0123456789abcdef"],
+        },
     ],
 }
 
@@ -148,7 +153,7 @@ CASES: list[tuple[tuple[str | int, ...], Any, str]] = [
     ),
     (
         ("tenants", 1, "api_keys"),
-        ["k-demo"],
+        ["k-demo-0123456789abcdef0123456789abcdef"],
         "tenants[1].api_keys[0]: API key already used by 'demo'",
     ),
     (("tenants", 1, "id"), "demo", "tenants[1].id: duplicate tenant id 'demo'"),
@@ -198,7 +203,9 @@ def test_defaults_and_hashed_keys() -> None:
     assert regions[0].attestations == frozenset()
     assert regions[0].status is RegionStatus.ACTIVE
     assert regions[0].weight == 100
-    assert tenants[0].api_key_hashes == frozenset({hash_api_key("k-demo")})
+    assert tenants[0].api_key_hashes == frozenset(
+        {hash_api_key("k-demo-0123456789abcdef0123456789abcdef")}
+    )
     assert tenants[0].allowed_regions is None and tenants[0].allowed_countries is None
     assert tenants[1].home_jurisdiction == "DE"
 
