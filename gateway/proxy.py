@@ -106,10 +106,8 @@ class InferenceProxy:
         rt = self._rt
         snapshot = rt.snapshot
         request_id = new_request_id()
-        headers: RawHeaders = [
-            (b"x-residency-decision", request_id.encode()),
-            (b"traceparent", span.traceparent().encode()),
-        ]
+        trace_header = (b"traceparent", span.traceparent().encode())
+        headers: RawHeaders = [(b"x-residency-decision", request_id.encode()), trace_header]
         try:
             if scope["method"] != "POST":
                 raise RequestRejected(
@@ -130,13 +128,14 @@ class InferenceProxy:
         except RequestRejected as rejected:
             span.set_attribute("http.response.status_code", rejected.status)
             span.set_status(Status(StatusCode.ERROR, rejected.code))
+            # No decision was made, so no routing record exists: no x-residency-decision.
             await send_json(
                 send,
                 rejected.status,
                 openai_error(
                     rejected.message, "invalid_request_error", rejected.code, param=rejected.param
                 ),
-                [*headers, *((k.encode(), v.encode()) for k, v in rejected.headers.items())],
+                [trace_header, *((k.encode(), v.encode()) for k, v in rejected.headers.items())],
             )
             return
         decision = decide(facts, snapshot)

@@ -233,3 +233,15 @@ def test_oversized_ip_field_is_400(hostile_gateway: GatewayProcess) -> None:
     error = _error(response, 400, "ip_too_long")
     assert error["param"] == "ip"
     assert len(response.content) < 1024
+
+
+def test_input_refused_before_any_decision_names_no_decision(gateway: GatewayProcess) -> None:
+    """A 400 at intake made no routing decision, so it names none (the header promises a record)."""
+    response = HTTP.post(
+        f"{gateway.base_url}/v1/chat/completions",
+        content=b'{"model": ',
+        headers={"Authorization": f"Bearer {DEMO_KEY}", "X-Forwarded-For": "193.99.144.80"},
+    )
+    assert response.status_code == 400
+    assert "x-residency-decision" not in response.headers
+    assert response.headers["traceparent"]
