@@ -28,7 +28,7 @@ from gateway.intake import FactsBuilder
 from gateway.metrics import GatewayMetrics, RuntimeGauges
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.settings import Settings
-from gateway.snapshot_cache import CacheRefused, SnapshotCache
+from gateway.snapshot_cache import SnapshotCache
 from gateway.telemetry import build_tracer_provider
 from gateway.tracing import DataPathTracer
 from gateway.upstream import AiohttpUpstream, UpstreamClient, UpstreamTimeouts
@@ -201,20 +201,9 @@ class GatewayRuntime:
             await asyncio.to_thread(self.snapshot_cache.save, policy)
 
     def _load_cache(self) -> None:
-        if self.snapshot_cache is None:
-            logger.error("policy database unreachable and the snapshot cache is off: not ready")
-            return
-        try:
-            cached = self.snapshot_cache.read()
-        except CacheRefused as exc:
-            logger.error(
-                "policy snapshot cache %s refused, not serving from it: %s",
-                self.snapshot_cache.path,
-                exc,
-            )
-            return
+        cached = None if self.snapshot_cache is None else self.snapshot_cache.load()
         if cached is None:
-            logger.error("policy database unreachable and no snapshot cache: not ready")
+            logger.error("policy database unreachable and no usable snapshot cache: not ready")
             return
         self._snapshot = RoutingSnapshot(cached.policy)
         self.snapshot_source = "cache"

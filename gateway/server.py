@@ -68,7 +68,7 @@ def _catalog(settings: Settings) -> PolicySnapshot:
         cached = SnapshotCache.for_settings(settings).load() if settings.snapshot_cache else None
         if cached is None:
             raise
-        return cached
+        return cached.policy
     finally:
         store.close()
 

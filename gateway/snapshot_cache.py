@@ -178,13 +178,12 @@ class SnapshotCache:
             raise CacheRefused(f"written for another database ({document.get('database')})")
         return CachedPolicy(_policy(document), datetime.fromisoformat(document["written_at"]))
 
-    def load(self) -> PolicySnapshot | None:
+    def load(self) -> CachedPolicy | None:
         """The verified cached policy, or None (absent, or refused: logged as an error)."""
         try:
-            cached = self.read()
+            return self.read()
         except CacheRefused as exc:
             logger.error(
                 "policy snapshot cache %s refused, not serving from it: %s", self.path, exc
             )
             return None
-        return None if cached is None else cached.policy
