@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from gateway import admin_api, audit_api, audit_chain_api
-from gateway.asgi import ASGIApp, JsonResponse, Receive, Scope, Send, openai_error
+from gateway.asgi import ASGIApp, JsonResponse, Receive, Scope, Send, openai_error, send_json
 from gateway.intake import (
     MAX_IP_CHARS,
     MAX_MODEL_CHARS,
@@ -27,8 +27,15 @@ from gateway.intake import (
 from gateway.proxy import INFERENCE_PATHS, InferenceProxy, UpstreamStreamBroken
 from gateway.relay import declared_length, read_body
 from gateway.routing.decide import decide
-from gateway.runtime import GatewayRuntime
+from gateway.runtime import GatewayRuntime, PolicyNotLoaded
 from regions.catalog import RegionStatus
+
+_POLICY_NOT_LOADED = openai_error(
+    "policy not loaded: the gateway has not read its policy from the database yet",
+    "service_unavailable",
+    "policy_not_loaded",
+)
+_RETRY_AFTER = (b"retry-after", b"5")
 
 
 class ExplainRequest(BaseModel):
@@ -76,6 +83,11 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
     async def _rejected(_: Request, exc: RequestRejected) -> JsonResponse:
         body = openai_error(exc.message, "invalid_request_error", exc.code, param=exc.param)
         return JsonResponse(body, status_code=exc.status, headers=dict(exc.headers))
+
+    @api.exception_handler(PolicyNotLoaded)
+    async def _not_loaded(_: Request, exc: PolicyNotLoaded) -> JsonResponse:
+        headers = {_RETRY_AFTER[0].decode(): _RETRY_AFTER[1].decode()}
+        return JsonResponse(_POLICY_NOT_LOADED, status_code=503, headers=headers)
 
     @api.exception_handler(StarletteHTTPException)
     async def _http_error(_: Request, exc: StarletteHTTPException) -> JsonResponse:
@@ -154,14 +166,22 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
 
 
 class _Dispatcher:
-    """Sends inference paths straight to the pure-ASGI proxy; the rest to FastAPI."""
+    """Sends inference paths straight to the pure-ASGI proxy; the rest to FastAPI.
 
-    def __init__(self, proxy: ASGIApp, api: ASGIApp) -> None:
+    Until a policy snapshot is loaded (database down since start, no usable cache), inference
+    gets 503 here (the API's routes raise PolicyNotLoaded): nothing is decided without one.
+    """
+
+    def __init__(self, runtime: GatewayRuntime, proxy: ASGIApp, api: ASGIApp) -> None:
+        self._runtime = runtime
         self._proxy = proxy
         self._api = api
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] in INFERENCE_PATHS:
+            if not self._runtime.policy_loaded:
+                await send_json(send, 503, _POLICY_NOT_LOADED, [_RETRY_AFTER])
+                return
             await self._proxy(scope, receive, send)
         else:
             await self._api(scope, receive, send)
@@ -170,4 +190,4 @@ class _Dispatcher:
 def create_app(runtime: GatewayRuntime) -> ASGIApp:
     """The gateway's ASGI app; the runtime starts and stops with the ASGI lifespan."""
     logging.getLogger("uvicorn.error").addFilter(_DropBrokenStreams())
-    return _Dispatcher(InferenceProxy(runtime), _api(runtime))
+    return _Dispatcher(runtime, InferenceProxy(runtime), _api(runtime))

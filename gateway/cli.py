@@ -170,11 +170,16 @@ def _is_user_error(exc: BaseException) -> bool:
 
 
 def _validation_message(exc: BaseException) -> str | None:
+    """An invalid setting as one line naming its environment variable (None: not one)."""
+    settings = sys.modules.get("gateway.settings")
     pydantic = sys.modules.get("pydantic")
-    if pydantic is None or not isinstance(exc, pydantic.ValidationError):
+    if settings is None or pydantic is None or not isinstance(exc, pydantic.ValidationError):
         return None
-    first = exc.errors()[0]
-    return f"setting {first['loc'][0]}: {first['msg']}"
+    if exc.title != settings.Settings.__name__:
+        first = exc.errors()[0]
+        return f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}"
+    message: str = settings.setting_error(exc)
+    return message
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -15,19 +15,21 @@ from opentelemetry.sdk.trace.export import SpanExporter
 
 from compliance.privacy import IpPseudonymiser
 from compliance.routing_log import RoutingLogWriter
+from compliance.snapshot import PolicySnapshot
 from compliance.store.access_store import AccessStore
 from compliance.store.change_feed import ChangeFeed, supports_notify
 from compliance.store.policy_store import PolicyStore, StoreUnavailable
 from compliance.store.routing_log_store import RoutingLogStore
 from gateway.audit_setup import audit_chain, routing_log_writer
 from gateway.auth_throttle import AuthGuard, AuthThrottle
-from gateway.bootstrap import hmac_key
+from gateway.bootstrap import hmac_key, prepare_database
 from gateway.client_address import TrustedProxies
 from gateway.inflight import InFlight
 from gateway.intake import FactsBuilder
 from gateway.metrics import GatewayMetrics, RuntimeGauges
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.settings import Settings
+from gateway.snapshot_cache import SnapshotCache
 from gateway.telemetry import build_tracer_provider
 from gateway.tracing import DataPathTracer
 from gateway.upstream import AiohttpUpstream, UpstreamClient, UpstreamTimeouts
@@ -38,6 +40,8 @@ from regions.prober import HealthProber
 
 logger = logging.getLogger(__name__)
 REJECTED_RECORDS_FILE = "routing-log-rejected.jsonl"
+START_RETRY_MAX_S = 5.0
+"""Longest pause between attempts to reach a database that was down when the gateway started."""
 
 
 def _upstream_client(settings: Settings) -> UpstreamClient:
@@ -60,6 +64,10 @@ def freeze_startup_heap() -> None:
     from ~100 ms to ~10 ms). Frozen objects are still freed by reference counting."""
     gc.collect()
     gc.freeze()
+
+
+class PolicyNotLoaded(RuntimeError):
+    """No policy snapshot yet (not started, or the database down since start, no cache)."""
 
 
 class GatewayRuntime:
@@ -113,6 +121,13 @@ class GatewayRuntime:
         self.database_ok = True
         self.database_error: str | None = None
         self.snapshot_loaded_at = 0.0
+        self.snapshot_source: str | None = None  # "database", or "cache" until it answers
+        self._started_without_database = False
+        self.snapshot_cache = (
+            SnapshotCache.for_settings(settings, self.audit.key)
+            if settings.snapshot_cache
+            else None
+        )
         self._refresh_wanted = asyncio.Event()
         self.change_feed: ChangeFeed | None = None
         if settings.change_feed and supports_notify(settings.resolved_database_url):
@@ -144,23 +159,36 @@ class GatewayRuntime:
 
     @property
     def snapshot(self) -> RoutingSnapshot:
-        """The snapshot new requests decide against."""
+        """The snapshot new requests decide against (PolicyNotLoaded before there is one)."""
         if self._snapshot is None:
-            raise RuntimeError("gateway runtime not started")
+            raise PolicyNotLoaded("policy not loaded")
         return self._snapshot
+
+    @property
+    def policy_loaded(self) -> bool:
+        """True once there is a snapshot to decide against (none: requests get 503)."""
+        return self._snapshot is not None
 
     def publish_health(self, view: HealthView) -> None:
         """Swap in a new health view (called by the prober)."""
-        self._snapshot = self.snapshot.with_health(view)
+        if self._snapshot is not None:
+            self._snapshot = self._snapshot.with_health(view)
 
     async def start(self) -> None:
-        """Load the first snapshot (the gateway does not serve without one) and start tasks."""
-        policy = await asyncio.to_thread(self.store.load_snapshot)
-        self._snapshot = RoutingSnapshot(policy)
-        self.snapshot_loaded_at = time.monotonic()
+        """Load the first snapshot and start tasks. With the database down, start anyway: from
+        the verified snapshot cache if there is one, else with no policy (requests get 503,
+        /readyz says why) while a task keeps trying to reach the database."""
+        try:
+            policy = await asyncio.to_thread(self.store.load_snapshot)
+        except StoreUnavailable as exc:
+            self._database_down(exc)
+            self._started_without_database = True
+            self._load_cache()  # a small local file, read once
+        else:
+            await self._install(policy)
         self.routing_log.start()
         prober = HealthProber(
-            lambda: self.snapshot.policy.regions,
+            lambda: self._snapshot.policy.regions if self._snapshot is not None else (),
             self.publish_health,
             self.health_tracker,
             interval=self.settings.health_interval,
@@ -176,26 +204,65 @@ class GatewayRuntime:
         if self._freeze_heap:  # a server process (not a test hosting the runtime)
             freeze_startup_heap()
 
+    async def _install(self, policy: PolicySnapshot) -> None:
+        """Route on `policy`, just read from the database, and keep it in the cache."""
+        current = self._snapshot  # swapped on the loop, like the prober's health updates
+        self._snapshot = RoutingSnapshot(policy) if current is None else current.with_policy(policy)
+        self.snapshot_source = "database"
+        self.snapshot_loaded_at = time.monotonic()
+        if self.snapshot_cache is not None:  # only when the version changed: rare
+            await asyncio.to_thread(self.snapshot_cache.save, policy)
+
+    def _load_cache(self) -> None:
+        cached = None if self.snapshot_cache is None else self.snapshot_cache.load()
+        if cached is None:
+            logger.error("policy database unreachable and no usable snapshot cache: not ready")
+            return
+        self._snapshot = RoutingSnapshot(cached.policy)
+        self.snapshot_source = "cache"
+        age = max(0.0, time.time() - cached.written_at.timestamp())
+        self.snapshot_loaded_at = time.monotonic() - age
+        logger.warning(
+            "policy database unreachable: routing on the cached snapshot v%d (read from the "
+            "database %.0f s ago) until it answers",
+            cached.policy.version,
+            age,
+        )
+
+    def _database_down(self, exc: StoreUnavailable) -> None:
+        if self.database_ok:
+            logger.error("policy database unreachable, keeping snapshot: %s", exc)
+        self.database_ok, self.database_error = False, str(exc)
+
+    def _first_contact(self) -> PolicySnapshot:
+        """Prepare the database (skipped at start while it was down), then read the policy."""
+        prepare_database(self.settings)
+        return self.store.load_snapshot()
+
     async def refresh(self) -> bool:
         """Reload the snapshot if the policy version changed; True if a new one was swapped in."""
         policy = None
         try:
-            version = await asyncio.to_thread(self.store.current_version)
-            if version != self.snapshot.policy.version:
-                policy = await asyncio.to_thread(self.store.load_snapshot)
+            if self._started_without_database:
+                # Read it all: a cached snapshot's version number proves nothing about this
+                # database's content (it may have been recreated since).
+                policy = await asyncio.to_thread(self._first_contact)
+            else:
+                version = await asyncio.to_thread(self.store.current_version)
+                if version != self.snapshot.policy.version:
+                    policy = await asyncio.to_thread(self.store.load_snapshot)
         except StoreUnavailable as exc:
             # Fail closed: keep routing on the last good snapshot; never widen on an outage.
-            if self.database_ok:
-                logger.error("policy database unreachable, keeping snapshot: %s", exc)
-            self.database_ok, self.database_error = False, str(exc)
+            self._database_down(exc)
             return False
         if not self.database_ok:
             logger.warning("policy database reachable again")
         self.database_ok, self.database_error = True, None
+        self._started_without_database = False
         self.snapshot_loaded_at = time.monotonic()  # the age of the last confirmed-current view
         if policy is None:
             return False
-        self._snapshot = self.snapshot.with_policy(policy)
+        await self._install(policy)
         logger.info("policy snapshot v%d loaded", policy.version)
         return True
 
@@ -205,16 +272,21 @@ class GatewayRuntime:
 
     async def _refresh_forever(self) -> None:
         # One task does every refresh, so requests for one coalesce and never run concurrently.
+        # Until a database that was down at start answers, the pause doubles up to a bound.
+        interval = self.settings.snapshot_refresh_interval
+        pause = interval
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(
-                    self._refresh_wanted.wait(), self.settings.snapshot_refresh_interval
-                )
+                await asyncio.wait_for(self._refresh_wanted.wait(), pause)
             self._refresh_wanted.clear()
             try:
                 await self.refresh()
             except Exception:
                 logger.exception("snapshot refresh failed")
+            if self._started_without_database:
+                pause = min(max(pause * 2, interval), max(START_RETRY_MAX_S, interval))
+            else:
+                pause = interval
 
     def readiness(self) -> dict[str, Any]:
         """What /readyz reports."""
@@ -227,10 +299,12 @@ class GatewayRuntime:
                 if (h := snapshot.health.get(r.id)) is None or h.healthy
             )
         stuck = self.routing_log.stuck
-        status = "ok"
-        if not self.database_ok:
-            status = "degraded: routing on the last good snapshot"
-        elif stuck:  # still serving: the spool keeps every record (see compliance.drain_watch)
+        status = "ok" if self.database_ok else "degraded: routing on the last good snapshot"
+        if snapshot is None:
+            status = "not ready: policy not loaded, the database has not answered since start"
+        elif self.snapshot_source == "cache":
+            status = "degraded: routing on the cached snapshot, the database has not answered"
+        elif self.database_ok and stuck:  # still serving: the spool keeps every record
             status = (
                 f"degraded: routing log stuck at segment {stuck[0].segment} "
                 f"offset {stuck[0].offset}"
@@ -238,6 +312,7 @@ class GatewayRuntime:
         return {
             "ready": snapshot is not None,
             "status": status,
+            "snapshot_source": self.snapshot_source,
             "snapshot_loaded": snapshot is not None,
             "policy_version": snapshot.policy.version if snapshot else None,
             "snapshot_age_seconds": round(time.monotonic() - self.snapshot_loaded_at, 3),

@@ -5,18 +5,24 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import sys
 from collections.abc import Iterator
+from types import FrameType
 from urllib.parse import urlsplit
 
 import uvicorn
+from pydantic import ValidationError
 
-from compliance.store.policy_store import PolicyStore
+from compliance.snapshot import PolicySnapshot
+from compliance.store.policy_store import PolicyStore, StoreUnavailable
 from gateway import http_limits
 from gateway.asgi import ASGIApp
 from gateway.bootstrap import prepare_database
 from gateway.fast_paths import log_fast_paths
 from gateway.runtime import GatewayRuntime
-from gateway.settings import ENV_PREFIX, Settings
+from gateway.settings import ENV_PREFIX, Settings, setting_error
+from gateway.snapshot_cache import SnapshotCache
 from regions.simulator.fleet import SimulatorFleet, SimulatorSpec
 
 logger = logging.getLogger(__name__)
@@ -27,7 +33,11 @@ def app_factory() -> ASGIApp:
     """Build the app from the environment (each uvicorn worker calls this)."""
     from gateway.app import create_app
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except ValidationError as exc:  # one line, not uvicorn's traceback of the factory
+        print(f"gateway: error: {setting_error(exc)}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     http_limits.install(settings)  # before the server accepts a connection
     return create_app(GatewayRuntime(settings, freeze_heap=True))
 
@@ -40,13 +50,8 @@ def settings_to_environment(overrides: dict[str, str]) -> None:
 
 def simulator_specs(settings: Settings) -> list[SimulatorSpec]:
     """One simulator per catalog region whose base URL is on this machine's loopback."""
-    store = PolicyStore(settings.resolved_database_url)
-    try:
-        regions = store.load_snapshot().regions
-    finally:
-        store.close()
     specs = []
-    for region in regions:
+    for region in _catalog(settings).regions:
         url = urlsplit(region.base_url)
         if url.hostname in LOOPBACK_HOSTS and url.port:
             specs.append(
@@ -55,6 +60,20 @@ def simulator_specs(settings: Settings) -> list[SimulatorSpec]:
                 )
             )
     return specs
+
+
+def _catalog(settings: Settings) -> PolicySnapshot:
+    """The policy from the database, else (database down) from the verified snapshot cache."""
+    store = PolicyStore(settings.resolved_database_url)
+    try:
+        return store.load_snapshot()
+    except StoreUnavailable:
+        cached = SnapshotCache.for_settings(settings).load() if settings.snapshot_cache else None
+        if cached is None:
+            raise
+        return cached.policy
+    finally:
+        store.close()
 
 
 @contextlib.contextmanager
@@ -70,9 +89,62 @@ def simulated_regions(settings: Settings) -> Iterator[SimulatorFleet | None]:
         yield fleet
 
 
+class _Stopped(BaseException):
+    """SIGTERM or SIGINT arrived: unwind so the simulators are stopped, then exit by it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into an exception, so `with` blocks (the simulators) clean up.
+
+    uvicorn handles both while it serves, then re-raises the signal it got once it has shut
+    down; with the default handler the process died right there, leaving the simulators
+    running. After the clean-up the process still ends by that signal (status as before).
+    """
+    stopping: list[int] = []
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        if not stopping:  # a second signal must not interrupt the clean-up it started
+            stopping.append(signum)
+            raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except _Stopped:
+        pass
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+    if stopping:
+        signal.signal(stopping[0], signal.SIG_DFL)
+        signal.raise_signal(stopping[0])
+
+
+def _prepare(settings: Settings) -> None:
+    """Migrate and seed; with the database down, start anyway (the runtime retries it)."""
+    try:
+        prepare_database(settings)
+    except StoreUnavailable as exc:
+        logger.warning(
+            "policy database unreachable at start (%s); starting not ready, retrying in the "
+            "background",
+            exc,
+        )
+
+
 def serve(settings: Settings) -> None:
     """Prepare the database, start simulated regions if asked, and run the HTTP server."""
-    prepare_database(settings)
+    with _stop_on_signals():
+        _run(settings)
+
+
+def _run(settings: Settings) -> None:
+    _prepare(settings)
     log_fast_paths()
     with simulated_regions(settings):
         uvicorn.run(

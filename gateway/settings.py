@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "GATEWAY_"
@@ -90,6 +91,12 @@ class Settings(BaseSettings):
         gt=0,
         description="seconds between policy version checks (SQLite: the reload path; "
         "PostgreSQL: the safety net behind LISTEN/NOTIFY)",
+    )
+    snapshot_cache: bool = Field(
+        True,
+        description="keep the last policy snapshot read from the database, signed, in "
+        "data_dir, and route from it when started while the database is down; false: not "
+        "ready until the database answers",
     )
     change_feed: bool = Field(
         True, description="on PostgreSQL, LISTEN for policy changes and reload at once"
@@ -200,6 +207,18 @@ class Settings(BaseSettings):
     def _parse_networks(cls, value: object) -> object:
         return _split_list(value)
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _check_networks(cls, value: list[str]) -> list[str]:
+        # Checked here, not first in a worker's app factory, so every entry point refuses it
+        # with one line naming the variable (host bits may be set, as TrustedProxies allows).
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR network") from None
+        return value
+
     @field_validator("audit_trusted_keys", mode="before")
     @classmethod
     def _parse_key_files(cls, value: object) -> object:
@@ -221,3 +240,29 @@ class Settings(BaseSettings):
     def resolved_audit_signing_key(self) -> Path:
         """The audit signing key file (`<data_dir>/audit-signing-key.pem` by default)."""
         return self.audit_signing_key or self.data_dir / "audit-signing-key.pem"
+
+
+def setting_error(exc: ValidationError) -> str:
+    """One line naming the environment variable of the first invalid setting and the problem."""
+    first = exc.errors()[0]
+    field = str(first["loc"][0]) if first["loc"] else ""
+    message = str(first["msg"]).removeprefix("Value error, ")
+    given: Any = first.get("input")
+    shown = repr(given)
+    if field not in _NOT_ECHOED and isinstance(given, str | int | float) and len(shown) < 80:
+        message += "" if shown in message else f" (got {shown})"
+    return f"{_variable(field)}: {message}"
+
+
+_NOT_ECHOED = frozenset({"database_url", "admin_token", "audit_hmac_key"})
+"""Settings that may hold a secret: their value is never repeated in an error."""
+
+
+def _variable(field: str) -> str:
+    info = Settings.model_fields.get(field)
+    if info is None:  # an alias (OTEL_*) is reported under its own name
+        return field.upper()
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices):
+        return " or ".join(str(choice) for choice in alias.choices)
+    return f"{ENV_PREFIX}{field.upper()}"

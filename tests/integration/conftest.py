@@ -191,6 +191,11 @@ class GatewayProcess:
 
     def start(self) -> None:
         """Launch the process and wait until /readyz answers 200."""
+        self.launch()
+        self._wait_ready()
+
+    def launch(self) -> None:
+        """Launch the process without waiting for it."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._log_path = self.data_dir / f"gateway-{self.port}.log"
         with self._log_path.open("wb") as log:
@@ -202,6 +207,9 @@ class GatewayProcess:
                 env=self.env,
                 cwd=self.data_dir,
             )
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout
         last = "no answer"
         while True:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import shutil
@@ -246,6 +247,44 @@ def test_containerfile_serves_on_its_exposed_port_as_non_root() -> None:
     copied = {c.split()[0] for c in re.findall(r"^COPY ([^\n]+)", text, re.MULTILINE)}
     for package in ("gateway", "regions", "compliance"):
         assert (ROOT / package).is_dir() and package in copied
+
+
+# -- proxy trust --------------------------------------------------------------------------
+
+
+def test_only_the_ingress_is_trusted_as_a_proxy(clean_environment: pytest.MonkeyPatch) -> None:
+    """Whoever is trusted sets the client country: never a whole private range (in many
+    clusters 10.0.0.0/8 is every pod), only a narrow network for the ingress itself."""
+    seen = 0
+    for where, env in _deploy_environments().items():
+        if "GATEWAY_TRUSTED_PROXIES" not in env:
+            continue
+        clean_environment.setenv("GATEWAY_TRUSTED_PROXIES", env["GATEWAY_TRUSTED_PROXIES"])
+        for entry in Settings().trusted_proxies:
+            seen += 1
+            network = ipaddress.ip_network(entry, strict=False)
+            narrowest_broad = 24 if network.version == 4 else 64
+            assert network.prefixlen >= narrowest_broad, f"{where}: {network} is too broad"
+    assert seen, "the gateway Deployment must name its proxies"
+
+
+def test_network_policy_admits_only_named_namespaces_to_the_gateway() -> None:
+    policies = [d for d in MANIFESTS if d["kind"] == "NetworkPolicy"]
+    labels = _one("Deployment", "gateway")["spec"]["template"]["metadata"]["labels"]
+    guarding = [
+        p for p in policies if p["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
+    ]
+    assert len(guarding) == 1, "one NetworkPolicy must select the gateway pods"
+    spec = guarding[0]["spec"]
+    assert "Ingress" in spec["policyTypes"]
+    for rule in spec["ingress"]:
+        assert rule.get("from"), "a rule without `from` admits every pod"
+        for peer in rule["from"]:
+            assert "ipBlock" not in peer or (
+                ipaddress.ip_network(peer["ipBlock"]["cidr"]).prefixlen >= 24
+            ), peer
+            assert peer.get("namespaceSelector", {}).get("matchLabels"), peer
+        assert [p["port"] for p in rule["ports"]] == ["http"]
 
 
 # -- probes -------------------------------------------------------------------------------
