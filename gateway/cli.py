@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from gateway.cli_common import CliError
@@ -98,9 +100,46 @@ def _register(module: str, commands: Any) -> None:
     importlib.import_module(module).register(commands)
 
 
+_LOCATION_HELP = """\
+Every command finds the gateway's database and data directory the same way, wherever it runs:
+the options below, else GATEWAY_DATABASE_URL / GATEWAY_DATA_DIR in the environment, else the
+config file (GATEWAY_CONFIG, default ~/.config/residency-gateway/gateway.env), else the default
+data directory ~/.local/share/residency-gateway. Only serve, demo and db upgrade create a
+database; every other command refuses to run without one."""
+
+
+def _location_options() -> argparse.ArgumentParser:
+    """The options that say where the gateway's database is (before the command)."""
+    options = argparse.ArgumentParser(add_help=False)
+    options.add_argument("--config", metavar="FILE", help="settings file (GATEWAY_CONFIG)")
+    options.add_argument(
+        "--data-dir", metavar="DIR", help="the gateway's data directory (GATEWAY_DATA_DIR)"
+    )
+    options.add_argument(
+        "--database-url",
+        dest="global_database_url",
+        metavar="URL",
+        help="the gateway's database (GATEWAY_DATABASE_URL)",
+    )
+    return options
+
+
+_LOCATION_VARIABLES = {
+    "config": "GATEWAY_CONFIG",
+    "data_dir": "GATEWAY_DATA_DIR",
+    "global_database_url": "GATEWAY_DATABASE_URL",
+}
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The argument parser; with `only`, just that command's module is imported in full."""
-    parser = argparse.ArgumentParser(prog="gateway", description="Residency Gateway")
+    parser = argparse.ArgumentParser(
+        prog="gateway",
+        description="Residency Gateway",
+        epilog=_LOCATION_HELP,
+        parents=[_location_options()],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for name, helptext, description in (
         ("serve", "run the gateway", _SERVE_DESCRIPTION),
@@ -185,8 +224,33 @@ def _validation_message(exc: BaseException) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `gateway` console script."""
     arguments = list(sys.argv[1:] if argv is None else argv)
-    command = next((a for a in arguments if not a.startswith("-")), None)
+    location, rest = _location_options().parse_known_args(arguments)
+    command = next((a for a in rest if not a.startswith("-")), None)
     args = build_parser(only=command or "").parse_args(arguments)
+    with _located(location):
+        return _run(args)
+
+
+@contextlib.contextmanager
+def _located(location: argparse.Namespace) -> Iterator[None]:
+    """The location flags as GATEWAY_* variables while the command runs: they win over the
+    environment and the config file, and reach `serve`'s worker processes."""
+    saved = {variable: os.environ.get(variable) for variable in _LOCATION_VARIABLES.values()}
+    for option, variable in _LOCATION_VARIABLES.items():
+        value = getattr(location, option)
+        if value is not None:
+            os.environ[variable] = value
+    try:
+        yield
+    finally:
+        for variable, previous in saved.items():
+            if previous is None:
+                os.environ.pop(variable, None)
+            else:
+                os.environ[variable] = previous
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         handler: Callable[[argparse.Namespace], int] = args.handler
         return handler(args)

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import orjson
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from sqlalchemy import Engine
 
 from compliance.audit.cadence import ReceiptError, from_receipt
@@ -31,7 +31,7 @@ from compliance.audit.verify_export import ExportFormatError, verify_export
 from compliance.store.engine import create_store_engine
 from gateway.audit_setup import cadence, signing_key
 from gateway.cli_common import CliError
-from gateway.cli_database import migrated_database_url
+from gateway.cli_database import migrated_database_url, where_from
 from gateway.settings import Settings
 
 
@@ -62,11 +62,22 @@ def _public_keys(settings: Settings, files: list[Path] | None) -> list[Ed25519Pu
     return [key for key, _ in _trusted(settings, files)]
 
 
+def existing_signing_key(settings: Settings) -> Ed25519PrivateKey:
+    """The gateway's signing key; never generated here (a new key would sign nothing real)."""
+    path = settings.resolved_audit_signing_key
+    if settings.audit_signing_key is None and not path.exists():
+        raise CliError(
+            f"no audit signing key at {path} ({where_from(settings)}): point --data-dir, "
+            "GATEWAY_DATA_DIR or GATEWAY_AUDIT_SIGNING_KEY at the gateway's"
+        )
+    return signing_key(settings)
+
+
 def _chain(settings: Settings, *, signing: bool, key_files: list[Path] | None = None) -> AuditChain:
     """The chain; `signing` loads (or creates) the signing key, else it only verifies."""
     engine = _engine(settings)
     try:
-        key = signing_key(settings) if signing else None
+        key = existing_signing_key(settings) if signing else None
     except AuditKeyError as exc:
         engine.dispose()
         raise CliError(str(exc)) from None
@@ -172,7 +183,7 @@ def _verify_export(args: argparse.Namespace) -> int:
 
 def _public_key(args: argparse.Namespace) -> int:
     try:
-        public = signing_key(Settings()).public_key()
+        public = existing_signing_key(Settings()).public_key()
     except AuditKeyError as exc:
         raise CliError(str(exc)) from None
     pem = public_key_pem(public)

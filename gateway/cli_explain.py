@@ -10,6 +10,7 @@ import orjson
 
 from compliance.store.policy_store import PolicyStore
 from gateway.cli_common import CliError
+from gateway.cli_database import migrated_database_url
 from gateway.explain_text import explain_text
 from gateway.intake import (
     RequestRejected,
@@ -40,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             ipaddress.ip_address(args.ip)
         except ValueError:
             raise CliError(f"--ip: {args.ip!r} is not an IP address") from None
-    store = PolicyStore(settings.resolved_database_url)
+    store = PolicyStore(migrated_database_url(settings))
     try:
         policy = store.load_snapshot()
     finally:

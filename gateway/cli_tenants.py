@@ -17,8 +17,8 @@ from compliance.model import Tenant
 from compliance.snapshot import hash_api_key
 from compliance.store.access_store import Principal, Role
 from compliance.store.admin_ops import TENANTS, AdminOps
-from compliance.store.migrate import upgrade
 from compliance.store.policy_store import PolicyStore
+from gateway.cli_database import migrated_database_url
 from gateway.settings import Settings
 
 CLI_ACTOR = Principal("cli:tenants-keys-create", Role.ADMIN)
@@ -26,8 +26,7 @@ CLI_ACTOR = Principal("cli:tenants-keys-create", Role.ADMIN)
 
 
 def _create_key(args: argparse.Namespace) -> int:
-    url = Settings().resolved_database_url
-    upgrade(url)
+    url = migrated_database_url(Settings())
     key = generate_api_key()
     digest = hash_api_key(key)
 

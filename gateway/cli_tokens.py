@@ -6,15 +6,13 @@ import argparse
 from typing import Any
 
 from compliance.store.access_store import AccessStore, Role
-from compliance.store.migrate import upgrade
 from gateway.cli_common import CliError
+from gateway.cli_database import migrated_database_url
 from gateway.settings import Settings
 
 
 def _store() -> AccessStore:
-    url = Settings().resolved_database_url
-    upgrade(url)
-    return AccessStore(url)
+    return AccessStore(migrated_database_url(Settings()))
 
 
 def _create(args: argparse.Namespace) -> int:

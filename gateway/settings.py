@@ -3,14 +3,54 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+from dotenv import dotenv_values
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 ENV_PREFIX = "GATEWAY_"
 LOOPBACK_NETWORKS = ("127.0.0.0/8", "::1/128")
+CONFIG_ENV = "GATEWAY_CONFIG"
+DOCUMENTED_DATA_DIR = "~/.local/share/residency-gateway"
+DOCUMENTED_CONFIG_FILE = "~/.config/residency-gateway/gateway.env"
+
+
+def default_data_dir() -> Path:
+    """`$XDG_DATA_HOME/residency-gateway` (`~/.local/share/residency-gateway`): one place
+    that the gateway and its CLI find wherever they run."""
+    base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+    return Path(base) / "residency-gateway"
+
+
+def config_file() -> Path:
+    """The settings file: `GATEWAY_CONFIG`, else `$XDG_CONFIG_HOME/residency-gateway/gateway.env`
+    (`~/.config/…`). Lines `GATEWAY_X=value`, read below the environment; it need not exist."""
+    explicit = os.environ.get(CONFIG_ENV)
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config"
+    return Path(base) / "residency-gateway" / "gateway.env"
+
+
+def setting_origin(name: str) -> str:
+    """Where setting `name` comes from: its environment variable, the config file, or the
+    default (for messages that must say which database or directory was used, and why)."""
+    variable = ENV_PREFIX + name.upper()
+    if os.environ.get(variable):
+        return variable
+    path = config_file()
+    if path.is_file() and dotenv_values(path).get(variable):
+        return f"{variable} in {path}"
+    return "the default"
 
 
 def _split_list(value: object) -> object:
@@ -24,10 +64,32 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", env_file=None)
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment, then the config file (`config_file()`)."""
+        config = DotEnvSettingsSource(settings_cls, env_file=config_file())
+        return init_settings, env_settings, config, file_secret_settings
+
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8080, ge=1, le=65535, description="listen port")
     workers: int = Field(1, ge=1, le=64, description="worker processes (one per core)")
-    data_dir: Path = Field(Path("var"), description="SQLite file, spool, keys")
+    config: Path | None = Field(
+        None,
+        description="settings file of GATEWAY_*=value lines, read below the environment; "
+        f"default: {DOCUMENTED_CONFIG_FILE} (if it exists)",
+    )
+    data_dir: Path = Field(
+        default_factory=default_data_dir,
+        description="SQLite file, spool, keys ($XDG_DATA_HOME/residency-gateway if set)",
+        json_schema_extra={"documented_default": DOCUMENTED_DATA_DIR},
+    )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: a SQLite file in data_dir"
     )

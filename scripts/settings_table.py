@@ -19,7 +19,13 @@ def table() -> str:
     """The markdown table: variable, default, meaning."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     for name, field in Settings.model_fields.items():
-        default = field.default_factory() if field.default_factory else field.default  # type: ignore[call-arg]
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        if "documented_default" in extra:
+            default = extra["documented_default"]
+        elif field.default_factory:
+            default = field.default_factory()  # type: ignore[call-arg]
+        else:
+            default = field.default
         shown = "—" if default in (None, [], "") else f"`{default}`"
         rows.append(f"| `{environment_name(name)}` | {shown} | {field.description} |")
     return "\n".join(rows)

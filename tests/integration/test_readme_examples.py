@@ -8,6 +8,7 @@ why, in a `<!-- not run: … -->` line the reader sees in the source.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -97,16 +98,22 @@ def _run(example: Example, work: Path, env: dict[str, str], state: Path, url: st
         script.write_text(code)
         code = f'"{sys.executable}" {script}'
     wrapped = f"set -euo pipefail\nsource {state}\n{code}\nexport -p > {state}\n"
-    process = subprocess.run(
+    process = subprocess.Popen(
         ["bash", "-c", wrapped],
         cwd=work,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        timeout=300,
+        start_new_session=True,  # so a block that never ends is stopped with all it started
     )
-    return Ran(process.returncode, process.stdout)
+    try:
+        output, _ = process.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        output, _ = process.communicate()
+        return Ran(-1, f"{output}\n[still running after 300 s: stopped]")
+    return Ran(process.returncode, output)
 
 
 def test_there_are_examples_to_run() -> None:
