@@ -2,8 +2,11 @@
 
 Where resources come from is not this module's business (see `translate`). Each connected
 Envoy gets the latest snapshot; its ACKs and NACKs are tracked per type. A NACK is logged with
-Envoy's own message and nothing is re-sent: Envoy keeps serving the last version it accepted
-until a newer snapshot arrives.
+Envoy's own message and nothing is re-sent until a newer snapshot arrives. Envoy never runs a
+rejected resource, but it does apply the valid resources of a rejected CDS/LDS response (and
+removes the ones it no longer names): the status keeps the last version Envoy accepted whole.
+Nothing is rolled back on a NACK on purpose: re-sending the previous snapshot would bring back
+regions the new policy removed.
 """
 
 from __future__ import annotations

@@ -102,7 +102,7 @@ def _broken_cluster() -> tuple[str, Any]:
     return cluster.name, Any.pack(cluster)
 
 
-def test_nack_is_recorded_with_envoys_message_and_the_last_good_version_stays(
+def test_a_nack_is_recorded_with_envoys_message_and_the_rejected_resource_never_runs(
     server: XdsServer, options: EnvoyOptions, temp_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     good = publish(server, _policy(1), options)
@@ -121,7 +121,7 @@ def test_nack_is_recorded_with_envoys_message_and_the_last_good_version_stays(
         assert status.accepted == good.version
         assert status.error is not None and "region_broken" in status.error
         assert any("rejected Cluster version 2-broken" in r.getMessage() for r in caplog.records)
-        # Envoy reports the version it last accepted, and never ran the broken cluster.
+        # Envoy never runs the rejected cluster (it does apply the valid ones beside it).
         dump = envoy.admin("/config_dump?resource=dynamic_active_clusters").json()
         names = {c["cluster"]["name"] for c in dump.get("configs", [])}
         assert "region_broken" not in names
