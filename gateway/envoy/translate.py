@@ -30,6 +30,9 @@ from envoy_data_plane.envoy.config.core.v3 import (
     ApiVersion,
     ConfigSource,
     DataSource,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckHttpHealthCheck,
     Metadata,
@@ -224,6 +227,12 @@ def _route_configuration(routed: list[Region]) -> RouteConfiguration:
             direct_response=DirectResponseAction(
                 status=503, body=DataSource(inline_string=_NO_REGION_BODY)
             ),
+            response_headers_to_add=[
+                HeaderValueOption(
+                    header=HeaderValue(key="content-type", value="application/json"),
+                    append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+            ],
         )
     )
     return RouteConfiguration(

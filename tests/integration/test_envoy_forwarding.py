@@ -93,6 +93,7 @@ def test_no_chosen_region_is_refused_in_envoy_and_a_drained_region_gets_nothing(
     server, _, options = plane
     refused = _chat(options, None)
     assert refused.status_code == 503
+    assert refused.headers["content-type"] == "application/json"
     assert refused.json()["error"]["code"] == "no_healthy_region"
     regions = [
         dataclasses.replace(r, status=RegionStatus.DRAINING) if r.id == "eu-frankfurt" else r
