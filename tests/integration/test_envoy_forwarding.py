@@ -66,8 +66,11 @@ def _chat(options: EnvoyOptions, region: str | None) -> httpx.Response:
 
 def _healthy(envoy: RunningEnvoy, region: str) -> bool:
     # Envoy health-checks each region itself before sending it traffic.
-    clusters = envoy.admin("/clusters").text
-    return f"region_{region}::127.0.0.1:" in clusters and "health_flags::healthy" in clusters
+    lines = envoy.admin("/clusters").text.splitlines()
+    prefix = f"region_{region}::127.0.0.1:"
+    return any(
+        line.startswith(prefix) and line.endswith("::health_flags::healthy") for line in lines
+    )
 
 
 def test_a_request_reaches_the_region_on_the_pushed_route(
