@@ -16,6 +16,7 @@ _MODULE_COMMANDS = {
     "tokens": ("gateway.cli_tokens", "operator tokens for admin and audit APIs"),
     "regions": ("gateway.cli_regions", "manage regions through the admin API"),
     "tenants": ("gateway.cli_tenants", "tenant API keys"),
+    "envoy": ("gateway.cli_envoy", "the Envoy data plane: translate, bootstrap"),
 }
 _AUDIT_MODULES = ("gateway.cli_audit", "gateway.cli_audit_read")
 _USER_ERRORS = (

@@ -1,0 +1,328 @@
+"""Policy snapshot -> Envoy resources: one pure function, golden-tested, printed by the CLI.
+
+The translator knows Envoy; the xDS server does not know where resources come from. Region
+health is deliberately not an input: every Envoy health-checks its own clusters (active checks
+plus outlier detection), so a probe result never changes the configuration or its version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any as AnyValue
+from typing import cast
+from urllib.parse import urlsplit
+
+import betterproto2
+from envoy_data_plane.envoy.config.cluster.v3 import (
+    Cluster,
+    ClusterCommonLbConfig,
+    ClusterDiscoveryType,
+    ClusterDnsLookupFamily,
+    OutlierDetection,
+)
+from envoy_data_plane.envoy.config.core.v3 import (
+    Address,
+    AggregatedConfigSource,
+    ApiVersion,
+    ConfigSource,
+    DataSource,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
+    HealthCheck,
+    HealthCheckHttpHealthCheck,
+    Metadata,
+    SocketAddress,
+    TransportSocket,
+)
+from envoy_data_plane.envoy.config.endpoint.v3 import (
+    ClusterLoadAssignment,
+    Endpoint,
+    LbEndpoint,
+    LocalityLbEndpoints,
+)
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.route.v3 import (
+    DirectResponseAction,
+    HeaderMatcher,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpConnectionManager,
+    HttpFilter,
+    Rds,
+)
+from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+    CertificateValidationContext,
+    CommonTlsContext,
+    SubjectAltNameMatcher,
+    SubjectAltNameMatcherSanType,
+    UpstreamTlsContext,
+)
+from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
+from envoy_data_plane.envoy.type.v3 import Percent
+from envoy_data_plane.google.protobuf import Any, Struct
+
+from compliance.snapshot import PolicySnapshot
+from regions.catalog import Region, RegionStatus
+
+LISTENER_NAME = "residency_http"
+ROUTE_CONFIG_NAME = "residency_routes"
+REGION_HEADER = "x-residency-region"
+"""The cluster selector a route matches on. The in-Envoy decision (next step) strips any
+client-sent value first and sets it; until then the listener must not face untrusted clients."""
+METADATA_NAMESPACE = "residency"
+LISTENER_TYPE = "type.googleapis.com/envoy.config.listener.v3.Listener"
+ROUTE_TYPE = "type.googleapis.com/envoy.config.route.v3.RouteConfiguration"
+CLUSTER_TYPE = "type.googleapis.com/envoy.config.cluster.v3.Cluster"
+_NO_REGION_BODY = (
+    '{"error":{"message":"no allowed region is available for this request",'
+    '"type":"region_unavailable","param":null,"code":"no_healthy_region"}}'
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyOptions:
+    """What the translation needs beyond the policy: listener, timeouts, health checking."""
+
+    listener_address: str = "127.0.0.1"
+    listener_port: int = 10000
+    connect_timeout: float = 2.0
+    stream_idle_timeout: float = 120.0
+    health_check_path: str = "/healthz"
+    health_check_interval: float = 5.0
+    trusted_hops: int = 0
+    """Proxies in front of Envoy whose X-Forwarded-For entries are believed (0: none)."""
+    ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
+    """CA certificates that https regions' certificates must chain to (Envoy has no default)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyResources:
+    """One internally consistent set of resources: every route's cluster is in `clusters`."""
+
+    version: str
+    listeners: tuple[Listener, ...]
+    routes: tuple[RouteConfiguration, ...]
+    clusters: tuple[Cluster, ...]
+
+    def by_type(self) -> Mapping[str, tuple[tuple[str, Any], ...]]:
+        """Resources packed for a DiscoveryResponse: type URL -> ((name, Any), ...)."""
+        return {
+            LISTENER_TYPE: tuple((r.name, Any.pack(r)) for r in self.listeners),
+            ROUTE_TYPE: tuple((r.name, Any.pack(r)) for r in self.routes),
+            CLUSTER_TYPE: tuple((r.name, Any.pack(r)) for r in self.clusters),
+        }
+
+    def to_dict(self) -> dict[str, AnyValue]:
+        """Plain data in Envoy's own (snake_case proto JSON) spelling, for golden files and CLI."""
+
+        return {
+            "version": self.version,
+            "listeners": [plain(m) for m in self.listeners],
+            "routes": [plain(m) for m in self.routes],
+            "clusters": [plain(m) for m in self.clusters],
+        }
+
+
+# betterproto2's SNAKE casing re-cases the field names (consecutive_5xx -> consecutive_5_xx),
+# which Envoy would not read back; its attribute names already are the proto field names.
+_PROTO_FIELD_NAMES = cast(betterproto2.Casing, lambda name: name)
+
+
+def plain(message: betterproto2.Message) -> dict[str, AnyValue]:
+    """A message as plain data with the proto field names Envoy's YAML and config_dump use."""
+    return message.to_dict(casing=_PROTO_FIELD_NAMES)
+
+
+def cluster_name(region_id: str) -> str:
+    """The Envoy cluster of a region."""
+    return f"region_{region_id}"
+
+
+def translate(policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
+    """Compile a policy snapshot into Envoy resources, versioned by the policy version.
+
+    The version is `<policy version>-<digest>`: it follows the policy version and still changes
+    when only the options (say, the listener port) change."""
+    served = [r for r in policy.regions if r.status is not RegionStatus.DISABLED]
+    routed = [r for r in served if r.status is RegionStatus.ACTIVE]
+    listeners = (_listener(options),)
+    routes = (_route_configuration(routed),)
+    clusters = tuple(_cluster(region, options) for region in served)
+    digest = hashlib.sha256()
+    for message in (*listeners, *routes, *clusters):
+        digest.update(bytes(message))
+    version = f"{policy.version}-{digest.hexdigest()[:12]}"
+    return EnvoyResources(version, listeners, routes, clusters)
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+def _listener(options: EnvoyOptions) -> Listener:
+    manager = HttpConnectionManager(
+        stat_prefix="residency",
+        rds=Rds(
+            config_source=ConfigSource(
+                ads=AggregatedConfigSource(), resource_api_version=ApiVersion.V3
+            ),
+            route_config_name=ROUTE_CONFIG_NAME,
+        ),
+        # The client address comes from the connection or the configured trusted hops,
+        # never from a header the client chose.
+        use_remote_address=True,
+        xff_num_trusted_hops=options.trusted_hops,
+        stream_idle_timeout=_seconds(options.stream_idle_timeout),
+        http_filters=[
+            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
+        ],
+    )
+    address = SocketAddress(address=options.listener_address, port_value=options.listener_port)
+    return Listener(
+        name=LISTENER_NAME,
+        address=Address(socket_address=address),
+        filter_chains=[
+            FilterChain(
+                filters=[
+                    Filter(
+                        name="envoy.filters.network.http_connection_manager",
+                        typed_config=Any.pack(manager),
+                    )
+                ]
+            )
+        ],
+    )
+
+
+def _route_configuration(routed: list[Region]) -> RouteConfiguration:
+    routes = [
+        Route(
+            name=region.id,
+            match=RouteMatch(
+                prefix="/",
+                headers=[
+                    HeaderMatcher(name=REGION_HEADER, string_match=StringMatcher(exact=region.id))
+                ],
+            ),
+            route=_route_action(region),
+        )
+        for region in routed
+    ]
+    # Fail closed: a request no region was chosen for is answered here, never forwarded.
+    routes.append(
+        Route(
+            name="no_region",
+            match=RouteMatch(prefix="/"),
+            direct_response=DirectResponseAction(
+                status=503, body=DataSource(inline_string=_NO_REGION_BODY)
+            ),
+            response_headers_to_add=[
+                HeaderValueOption(
+                    header=HeaderValue(key="content-type", value="application/json"),
+                    append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+                )
+            ],
+        )
+    )
+    return RouteConfiguration(
+        name=ROUTE_CONFIG_NAME,
+        virtual_hosts=[VirtualHost(name="residency", domains=["*"], routes=routes)],
+    )
+
+
+def _route_action(region: Region) -> RouteAction:
+    base_path = urlsplit(region.base_url).path.rstrip("/")
+    return RouteAction(
+        cluster=cluster_name(region.id),
+        # Streams last as long as they keep sending; the idle timeout bounds a silent region.
+        timeout=timedelta(0),
+        prefix_rewrite=f"{base_path}/" if base_path else "",
+        auto_host_rewrite=True,
+    )
+
+
+def _region_metadata(region: Region) -> Metadata:
+    fields = {"region": region.id, "country": region.country}
+    return Metadata(filter_metadata={METADATA_NAMESPACE: Struct.from_dict(fields)})
+
+
+def _cluster(region: Region, options: EnvoyOptions) -> Cluster:
+    url = urlsplit(region.base_url)
+    host = url.hostname or ""
+    tls = url.scheme == "https"
+    port = url.port or (443 if tls else 80)
+    endpoint = LbEndpoint(
+        endpoint=Endpoint(
+            address=Address(socket_address=SocketAddress(address=host, port_value=port))
+        ),
+        metadata=_region_metadata(region),
+    )
+    return Cluster(
+        name=cluster_name(region.id),
+        type=ClusterDiscoveryType.STATIC if _is_ip(host) else ClusterDiscoveryType.LOGICAL_DNS,
+        dns_lookup_family=ClusterDnsLookupFamily.V4_PREFERRED,
+        connect_timeout=_seconds(options.connect_timeout),
+        load_assignment=ClusterLoadAssignment(
+            cluster_name=cluster_name(region.id),
+            endpoints=[LocalityLbEndpoints(lb_endpoints=[endpoint])],
+        ),
+        health_checks=[
+            HealthCheck(
+                timeout=_seconds(min(1.0, options.health_check_interval)),
+                interval=_seconds(options.health_check_interval),
+                unhealthy_threshold=2,
+                healthy_threshold=1,
+                http_health_check=HealthCheckHttpHealthCheck(path=options.health_check_path),
+            )
+        ],
+        outlier_detection=OutlierDetection(
+            consecutive_5xx=5,
+            consecutive_gateway_failure=3,
+            interval=_seconds(5),
+            base_ejection_time=_seconds(30),
+            # One host per region: ejecting it must be possible, failover happens across regions.
+            max_ejection_percent=100,
+        ),
+        # Envoy's default panic mode would send to an unhealthy sole host anyway: fail over instead.
+        common_lb_config=ClusterCommonLbConfig(healthy_panic_threshold=Percent(value=0.0)),
+        metadata=_region_metadata(region),
+        transport_socket=_tls(host, options.ca_bundle) if tls else None,
+    )
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _tls(host: str, ca_bundle: str) -> TransportSocket:
+    context = UpstreamTlsContext(
+        sni=host,
+        common_tls_context=CommonTlsContext(
+            validation_context=CertificateValidationContext(
+                trusted_ca=DataSource(filename=ca_bundle),
+                # Envoy verifies no name unless told: the region's certificate must name its host.
+                match_typed_subject_alt_names=[
+                    SubjectAltNameMatcher(
+                        san_type=SubjectAltNameMatcherSanType.DNS,
+                        matcher=StringMatcher(exact=host),
+                    )
+                ],
+            )
+        ),
+    )
+    return TransportSocket(name="envoy.transport_sockets.tls", typed_config=Any.pack(context))
