@@ -45,6 +45,7 @@ from compliance.store.region_facts import LegalFactsForbidden
 from gateway.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, require
 from gateway.asgi import JsonResponse
 from gateway.intake import RequestRejected
+from gateway.relay import declared_length, read_body
 from gateway.runtime import GatewayRuntime
 from regions.catalog import Region
 
@@ -75,8 +76,13 @@ async def _run(call: Callable[[], T]) -> T:
         raise _rejected(exc) from None
 
 
-async def _json_body(request: Request) -> Any:
-    raw = await request.body()
+async def _json_body(request: Request, limit: int) -> Any:
+    declared = declared_length(request.scope)
+    if declared is not None and declared > limit:
+        raise RequestRejected(
+            413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
+        )
+    raw = await read_body(request.receive, limit)
     if not raw.strip():
         raise RequestRejected(400, "request body is empty; expected a JSON object", "invalid_json")
     try:
@@ -107,6 +113,10 @@ class _Handlers:
     def __init__(self, runtime: GatewayRuntime) -> None:
         self.runtime = runtime
         self.ops = AdminOps(runtime.store)
+
+    async def body(self, request: Request) -> Any:
+        """The request's JSON body, read up to GATEWAY_MAX_BODY_BYTES (413 beyond)."""
+        return await _json_body(request, self.runtime.settings.max_body_bytes)
 
     def serving(self, region: Region) -> dict[str, Any]:
         """What this replica does with the region right now (drain --wait polls this)."""
@@ -168,7 +178,7 @@ def _region_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
 
     @api.put("/regions/{region_id}", dependencies=[write])
     async def put_region(region_id: str, request: Request) -> JsonResponse:
-        body, if_match = await _json_body(request), request.headers.get("if-match")
+        body, if_match = await h.body(request), request.headers.get("if-match")
         region = await _run(lambda: region_from_body(body, region_id))
         change = await _run(
             lambda: h.ops.put(
@@ -179,7 +189,7 @@ def _region_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
 
     @api.patch("/regions/{region_id}", dependencies=[write])
     async def patch_region(region_id: str, request: Request) -> JsonResponse:
-        body, if_match = await _json_body(request), request.headers.get("if-match")
+        body, if_match = await h.body(request), request.headers.get("if-match")
 
         def build(current: Region | None) -> Region:
             assert current is not None  # create=False: the store answers 404 first
@@ -220,7 +230,7 @@ def _tenant_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
 
     @api.put("/tenants/{tenant_id}", dependencies=[write])
     async def put_tenant(tenant_id: str, request: Request) -> JsonResponse:
-        body, if_match = await _json_body(request), request.headers.get("if-match")
+        body, if_match = await h.body(request), request.headers.get("if-match")
         tenant, keys_given = await _run(lambda: tenant_from_body(body, tenant_id))
         build = keep_keys_unless_given(tenant, keys_given)
         change: Change[Tenant] = await _run(
@@ -268,13 +278,13 @@ def _regime_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
 
     @api.put("/regimes/{regime_id}", dependencies=[write])
     async def put_regime(regime_id: str, request: Request) -> JsonResponse:
-        body = await _json_body(request)
+        body = await h.body(request)
         regime = await _run(lambda: regime_from_body(body, regime_id))
         return await change_regime(regime_id, request, lambda _: regime, patch=False)
 
     @api.patch("/regimes/{regime_id}", dependencies=[write])
     async def patch_regime(regime_id: str, request: Request) -> JsonResponse:
-        body = await _json_body(request)
+        body = await h.body(request)
 
         def build(current: Regime | None) -> Regime:
             assert current is not None  # create=False: the store answers 404 first

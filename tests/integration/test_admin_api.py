@@ -203,6 +203,21 @@ def test_unreadable_bodies(admin: Admin, content: bytes, message: str) -> None:
     assert status == 400 and text.startswith(message)
 
 
+def test_an_admin_body_over_the_limit_is_413(admin: Admin) -> None:
+    """Admin writes read at most GATEWAY_MAX_BODY_BYTES (4 MiB), like every other endpoint."""
+    big = b'{"name": "' + b"x" * (5 * 1024 * 1024) + b'"}'
+    response = HTTP.put(f"{admin.base}/regions/eu-paris", content=big, headers=admin.headers)
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: stopped while reading
+        for _ in range(6):
+            yield b" " * (1024 * 1024)
+
+    response = HTTP.put(f"{admin.base}/regions/eu-paris", content=chunks(), headers=admin.headers)
+    assert response.status_code == 413
+
+
 def test_regime_body_is_validated_with_the_pack_rules(admin: Admin) -> None:
     gdpr = admin("GET", "/regimes/gdpr").json()
     gdpr["rules"][0]["data_classes"] = ["secret"]
