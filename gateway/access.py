@@ -11,14 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from compliance.store.access_store import AccessStore, Principal, Role
 from compliance.store.errors import StoreError, StoreUnavailable
 from gateway.auth_throttle import AuthGuard
 from gateway.intake import RequestRejected, bearer_token
 from gateway.routing.snapshot import RoutingSnapshot
+
+if TYPE_CHECKING:
+    from gateway.runtime import GatewayRuntime
 
 logger = logging.getLogger("gateway.access")
 
@@ -89,3 +93,15 @@ def require(
         return principal
 
     return dependency
+
+
+def role_gate(runtime: GatewayRuntime, roles: frozenset[Role]) -> Any:
+    """`Depends(require(...))` over a running gateway's token store, snapshot and throttle."""
+    return Depends(
+        require(
+            roles,
+            lambda: runtime.access,
+            lambda: runtime.snapshot,
+            lambda: runtime.auth_guard,
+        )
+    )

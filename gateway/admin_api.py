@@ -14,10 +14,10 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 
 from compliance.model import Regime, Tenant
-from compliance.store.access_store import Principal
+from compliance.store.access_store import Principal, Role
 from compliance.store.admin_documents import (
     ConfigValue,
     InvalidDocument,
@@ -42,7 +42,7 @@ from compliance.store.admin_ops import (
 )
 from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable
 from compliance.store.region_facts import LegalFactsForbidden
-from gateway.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, require
+from gateway.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, role_gate
 from gateway.asgi import JsonResponse
 from gateway.intake import RequestRejected
 from gateway.relay import declared_length, read_body
@@ -297,15 +297,8 @@ def _regime_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
 def router(runtime: GatewayRuntime) -> APIRouter:
     """The /admin routes, bound to a running gateway."""
 
-    def gate(roles: Any) -> Any:
-        return Depends(
-            require(
-                roles,
-                lambda: runtime.access,
-                lambda: runtime.snapshot,
-                lambda: runtime.auth_guard,
-            )
-        )
+    def gate(roles: frozenset[Role]) -> Any:
+        return role_gate(runtime, roles)
 
     api = APIRouter(prefix="/admin", tags=["admin"])
     handlers, read = _Handlers(runtime), gate(READ_CONFIG)

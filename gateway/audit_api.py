@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from starlette.staticfiles import StaticFiles
 from starlette.types import Message, Receive, Scope, Send
 
@@ -25,7 +25,7 @@ from compliance.audit_query.filters import (
 from compliance.audit_query.reader import AuditReader
 from compliance.store.access_store import Principal
 from compliance.store.errors import StoreError, StoreUnavailable
-from gateway.access import READ_AUDIT, require
+from gateway.access import READ_AUDIT, role_gate
 from gateway.intake import RequestRejected
 
 if TYPE_CHECKING:
@@ -91,14 +91,7 @@ async def _read(call: Callable[..., T], *args: Any) -> T:
 def router(runtime: GatewayRuntime) -> APIRouter:
     """The /audit read endpoints over the runtime's database."""
     reader = AuditReader(runtime.store.engine)
-    auditor = Depends(
-        require(
-            READ_AUDIT,
-            lambda: runtime.access,
-            lambda: runtime.snapshot,
-            lambda: runtime.auth_guard,
-        )
-    )
+    auditor = role_gate(runtime, READ_AUDIT)
     api = APIRouter(prefix="/audit", tags=["audit"])
 
     @api.get("/decisions")

@@ -10,13 +10,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from compliance.audit.export import FORMATS, parse_instant
 from compliance.store.access_store import Principal
 from compliance.store.errors import StoreError, StoreUnavailable
-from gateway.access import READ_AUDIT, require
+from gateway.access import READ_AUDIT, role_gate
 from gateway.intake import RequestRejected
 
 if TYPE_CHECKING:
@@ -45,14 +45,7 @@ def _first_chunk(chunks: Iterator[bytes]) -> bytes:
 
 def router(runtime: GatewayRuntime) -> APIRouter:
     """GET /audit/public-key, /audit/chain/status, /audit/chain/receipt and /audit/export."""
-    auditor = Depends(
-        require(
-            READ_AUDIT,
-            lambda: runtime.access,
-            lambda: runtime.snapshot,
-            lambda: runtime.auth_guard,
-        )
-    )
+    auditor = role_gate(runtime, READ_AUDIT)
     api = APIRouter(prefix="/audit", tags=["audit chain"])
 
     @api.get("/public-key", response_class=PlainTextResponse)
