@@ -351,5 +351,5 @@ def test_cli_errors_are_one_clear_line(
 def test_cli_without_a_database(cli: Callable[..., tuple[int, str, str]], tmp_path: Path) -> None:
     absent = tmp_path / "absent.db"
     code, _, err = cli("search", url=f"sqlite:///{absent}")
-    assert code == 2 and f"no database at {absent}" in err
+    assert code == 2 and f"no gateway database at {absent}" in err
     assert not absent.exists()

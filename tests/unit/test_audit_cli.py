@@ -89,7 +89,7 @@ def test_missing_database_and_key_are_clear_errors(
     monkeypatch.delenv("GATEWAY_DATABASE_URL", raising=False)
     monkeypatch.setenv("GATEWAY_DATA_DIR", str(tmp_path / "empty"))
     assert main(["audit", "verify"]) == 2
-    assert "no database at" in capsys.readouterr().err
+    assert "no gateway database at" in capsys.readouterr().err
     monkeypatch.setenv("GATEWAY_AUDIT_SIGNING_KEY", str(tmp_path / "missing.pem"))
     assert main(["audit", "public-key"]) == 2
     assert "audit signing key" in capsys.readouterr().err
