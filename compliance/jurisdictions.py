@@ -36,6 +36,8 @@ EU27: frozenset[str] = frozenset(
     ]
 )
 EEA: frozenset[str] = EU27 | {"IS", "LI", "NO"}
+COUNTRY_GROUPS: dict[str, frozenset[str]] = {"EEA": EEA, "EU": EU27}
+"""Names a catalog accepts for a list of countries (`allowed_countries: [EEA]`)."""
 
 
 class DataClass(StrEnum):

@@ -12,6 +12,7 @@ from compliance.store.catalog_file import load_catalog
 from compliance.store.migrate import upgrade
 from compliance.store.policy_store import PolicyStore
 from gateway.settings import Settings
+from gateway.simulator_ports import SimulatorPorts, assign_ports
 from regions.catalog import Region
 
 logger = logging.getLogger(__name__)
@@ -19,9 +20,10 @@ logger = logging.getLogger(__name__)
 HMAC_KEY_FILE = "client-ip-hmac.key"
 
 
-def prepare_database(settings: Settings) -> bool:
+def prepare_database(settings: Settings, simulator_ports: SimulatorPorts | None = None) -> bool:
     """Migrate to the latest schema; seed the default pack (and demo catalog) if empty.
 
+    `simulator_ports` moves the seeded catalog's simulated (loopback) regions to those ports.
     Returns True if the database was seeded now.
     """
     url = settings.resolved_database_url
@@ -33,6 +35,8 @@ def prepare_database(settings: Settings) -> bool:
         regions, tenants = load_catalog(settings.seed_catalog)
     elif settings.seed_demo_catalog:
         regions, tenants = load_catalog()
+    if simulator_ports is not None:
+        regions = assign_ports(regions, simulator_ports)
     store = PolicyStore(url)
     try:
         seeded = store.seed_if_empty(label, regimes, regions, tenants)

@@ -25,6 +25,7 @@ _USER_ERRORS = (
     "compliance.pack:PolicyPackError",
     "compliance.store.errors:StoreError",
     "compliance.store.errors:StoreUnavailable",
+    "gateway.simulator_ports:SimulatedRegionsError",
 )
 
 
@@ -68,8 +69,26 @@ def _serve(args: argparse.Namespace, demo: bool) -> int:
             f"(console: http://{settings.host}:{settings.port}/console)",
             flush=True,
         )
-    serve(settings)
+    serve(settings, getattr(args, "simulator_ports", None))
     return 0
+
+
+def _simulator_ports(text: str) -> Any:
+    from gateway.simulator_ports import parse_simulator_ports
+
+    return parse_simulator_ports(text)
+
+
+def _add_simulator_ports(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--simulator-ports",
+        dest="simulator_ports",
+        type=_simulator_ports,
+        metavar="BASE|auto",
+        help="ports of the simulated regions when the demo seeds a new database: consecutive "
+        "from BASE, or 'auto' for free ones (default: the catalog's, 9101-9105). An existing "
+        "database keeps its catalog's ports; a different BASE is then an error",
+    )
 
 
 def _serve_plain(args: argparse.Namespace) -> int:
@@ -166,6 +185,8 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
             help="network whose X-Forwarded-For is believed (repeatable)"
             + ("; default for the demo: loopback" if name == "demo" else ""),
         )
+        if name == "demo":
+            _add_simulator_ports(sub)
         if name == "serve":
             sub.add_argument(
                 "--simulate-regions",

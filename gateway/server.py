@@ -9,7 +9,6 @@ import signal
 import sys
 from collections.abc import Iterator
 from types import FrameType
-from urllib.parse import urlsplit
 
 import uvicorn
 from pydantic import ValidationError
@@ -22,11 +21,16 @@ from gateway.bootstrap import prepare_database
 from gateway.fast_paths import log_fast_paths
 from gateway.runtime import GatewayRuntime
 from gateway.settings import ENV_PREFIX, Settings, setting_error
+from gateway.simulator_ports import (
+    SimulatedRegionsError,
+    SimulatorPorts,
+    check_existing,
+    loopback_port,
+)
 from gateway.snapshot_cache import SnapshotCache
-from regions.simulator.fleet import SimulatorFleet, SimulatorSpec
+from regions.simulator.fleet import SimulatorFleet, SimulatorSpec, SimulatorStartError
 
 logger = logging.getLogger(__name__)
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 def app_factory() -> ASGIApp:
@@ -52,12 +56,10 @@ def simulator_specs(settings: Settings) -> list[SimulatorSpec]:
     """One simulator per catalog region whose base URL is on this machine's loopback."""
     specs = []
     for region in _catalog(settings).regions:
-        url = urlsplit(region.base_url)
-        if url.hostname in LOOPBACK_HOSTS and url.port:
+        port = loopback_port(region.base_url)
+        if port:
             specs.append(
-                SimulatorSpec(
-                    region_id=region.id, port=url.port, models=tuple(sorted(region.models))
-                )
+                SimulatorSpec(region_id=region.id, port=port, models=tuple(sorted(region.models)))
             )
     return specs
 
@@ -77,16 +79,36 @@ def _catalog(settings: Settings) -> PolicySnapshot:
 
 
 @contextlib.contextmanager
-def simulated_regions(settings: Settings) -> Iterator[SimulatorFleet | None]:
-    """Run region simulators for the loopback regions when `simulate_regions` is on."""
+def simulated_regions(
+    settings: Settings, existing_ports: SimulatorPorts | None = None
+) -> Iterator[SimulatorFleet | None]:
+    """Run region simulators for the loopback regions when `simulate_regions` is on.
+
+    `existing_ports`: what `--simulator-ports` asked for when the database already had its
+    catalog (its ports stay; a different base port is an error). A simulator that does not
+    start (its port is taken) is a `SimulatedRegionsError` naming the region and the port.
+    """
     if not settings.simulate_regions:
         yield None
         return
     specs = simulator_specs(settings)
-    with SimulatorFleet(specs) as fleet:
+    if existing_ports is not None:
+        check_existing((s.port for s in specs), existing_ports)
+    fleet = SimulatorFleet(specs)
+    try:
+        fleet.start()
+    except SimulatorStartError as exc:
+        raise SimulatedRegionsError(
+            f"simulated region {exc.spec.region_id} did not start: {exc.reason} (its port "
+            "comes from the region's base_url in the catalog; `gateway demo --simulator-ports "
+            "auto` seeds a new database with free ports)"
+        ) from None
+    try:
         for spec in specs:
             logger.info("simulated region %s on %s", spec.region_id, spec.base_url)
         yield fleet
+    finally:
+        fleet.stop()
 
 
 class _Stopped(BaseException):
@@ -125,28 +147,33 @@ def _stop_on_signals() -> Iterator[None]:
         signal.raise_signal(stopping[0])
 
 
-def _prepare(settings: Settings) -> None:
-    """Migrate and seed; with the database down, start anyway (the runtime retries it)."""
+def _prepare(settings: Settings, simulator_ports: SimulatorPorts | None) -> bool:
+    """Migrate and seed (True if seeded now); with the database down, start anyway."""
     try:
-        prepare_database(settings)
-    except StoreUnavailable as exc:
+        return prepare_database(settings, simulator_ports)
+    except StoreUnavailable as exc:  # the runtime retries it
         logger.warning(
             "policy database unreachable at start (%s); starting not ready, retrying in the "
             "background",
             exc,
         )
+        return False
 
 
-def serve(settings: Settings) -> None:
-    """Prepare the database, start simulated regions if asked, and run the HTTP server."""
+def serve(settings: Settings, simulator_ports: SimulatorPorts | None = None) -> None:
+    """Prepare the database, start simulated regions if asked, and run the HTTP server.
+
+    `simulator_ports` moves the simulated regions of the catalog seeded now (see
+    `gateway.simulator_ports`).
+    """
     with _stop_on_signals():
-        _run(settings)
+        _run(settings, simulator_ports)
 
 
-def _run(settings: Settings) -> None:
-    _prepare(settings)
+def _run(settings: Settings, simulator_ports: SimulatorPorts | None) -> None:
+    seeded = _prepare(settings, simulator_ports)
     log_fast_paths()
-    with simulated_regions(settings):
+    with simulated_regions(settings, None if seeded else simulator_ports):
         uvicorn.run(
             "gateway.server:app_factory",
             factory=True,

@@ -1,16 +1,18 @@
 """Read a catalog file (regions and tenants, YAML) with precise, located validation errors.
 
-Format: see `regions/data/demo-catalog.yaml`. API keys appear in plaintext in the file and are
-hashed (`hash_api_key`) on the way in; only hashes reach the Tenant values. Every key must be
-strong (`compliance.api_keys.key_problem`) unless the catalog says `demo: true` (the shipped
-demo catalog, whose keys are public).
+Format: docs/CATALOG.md (its reference tables are generated from the specs below by
+`scripts/catalog_table.py`). API keys appear in plaintext in the file and are hashed
+(`hash_api_key`) on the way in; only hashes reach the Tenant values. Every key must be strong
+(`compliance.api_keys.key_problem`) unless the catalog says `demo: true` (the shipped demo
+catalog, whose keys are public).
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -21,10 +23,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from compliance.api_keys import key_problem
+from compliance.jurisdictions import COUNTRY_GROUPS
 from compliance.model import TENANT_FLAGS, TENANT_OPT_INS, Tenant, TransferOptIn
 from compliance.snapshot import hash_api_key
 from regions.catalog import KNOWN_ATTESTATIONS, Region, RegionStatus
 from regions.geo import is_country_code
+from regions.selection import NEAR_TIER_KM
 
 REGION_ID = re.compile(r"[a-z0-9-]{1,63}")
 logger = logging.getLogger(__name__)
@@ -58,10 +62,37 @@ def _country(value: Any) -> str:
             value=str(value).lower(),
         )
     code = _string(value)
+    if code.upper() in COUNTRY_GROUPS:
+        raise _problem(
+            "{code} is a country group; this field takes one country code "
+            "(groups are for allowed_countries)",
+            code=repr(code),
+        )
     if not is_country_code(code):
         hint = f" (upper case: {code.upper()!r})" if is_country_code(code.upper()) else ""
         raise _problem("{code} is not an ISO 3166-1 alpha-2 country code" + hint, code=repr(code))
     return code
+
+
+def _country_or_group(value: Any) -> str:
+    """A country code, or a group name (`EEA`, `EU`) that `_countries` expands."""
+    if isinstance(value, str) and value.upper() in COUNTRY_GROUPS:
+        if value not in COUNTRY_GROUPS:
+            raise _problem(
+                "{value} is not a country group (upper case: {upper})",
+                value=repr(value),
+                upper=repr(value.upper()),
+            )
+        return value
+    return _country(value)
+
+
+def _countries(values: Iterable[str]) -> frozenset[str]:
+    """Country codes with each group name replaced by its member countries."""
+    found: set[str] = set()
+    for value in values:
+        found |= COUNTRY_GROUPS.get(value, {value})
+    return frozenset(found)
 
 
 def _number(low: float, high: float) -> Any:
@@ -100,16 +131,43 @@ def _base_url(value: Any) -> str:
     return url
 
 
-def _one_of(known: frozenset[str], what: str) -> Any:
-    def check(value: Any) -> str:
-        if not isinstance(value, str) or value not in known:
+@dataclass(frozen=True)
+class FieldKind:
+    """What the catalog reference (docs/CATALOG.md) calls a field's type, and its values."""
+
+    name: str
+    plural: str = ""
+    values: frozenset[str] = frozenset()
+
+    @property
+    def names(self) -> str:
+        """The plural, for a list of these."""
+        return self.plural or f"{self.name}s"
+
+
+@dataclass(frozen=True)
+class OneOf:
+    """A validator admitting only `known` strings; its kind lists them in the reference."""
+
+    known: frozenset[str]
+    what: str
+
+    def __call__(self, value: Any) -> str:
+        if not isinstance(value, str) or value not in self.known:
             raise _problem(
-                "{value} is not a known " + what + " (known: " + ", ".join(sorted(known)) + ")",
+                "{value} is not a known "
+                + self.what
+                + " (known: "
+                + ", ".join(sorted(self.known))
+                + ")",
                 value=repr(value),
             )
         return value
 
-    return check
+    @property
+    def kind(self) -> FieldKind:
+        """The field kind: the name of the thing, with the known values."""
+        return FieldKind(self.what, values=self.known)
 
 
 def _flag(value: Any) -> bool:
@@ -118,59 +176,133 @@ def _flag(value: Any) -> bool:
     return value
 
 
-Country = Annotated[str, BeforeValidator(_country)]
-NonEmpty = Annotated[str, BeforeValidator(_string)]
-RegionId = Annotated[str, BeforeValidator(_region_id)]
+Country = Annotated[str, BeforeValidator(_country), FieldKind("country code")]
+CountryOrGroup = Annotated[
+    str,
+    BeforeValidator(_country_or_group),
+    FieldKind("country code or group", "country codes or groups"),
+]
+NonEmpty = Annotated[str, BeforeValidator(_string), FieldKind("string")]
+RegionId = Annotated[str, BeforeValidator(_region_id), FieldKind("region id")]
+REGION_STATUSES = frozenset(s.value for s in RegionStatus)
 
 
 class _RegionSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: RegionId
-    name: NonEmpty
-    country: Country
-    latitude: Annotated[float, BeforeValidator(_number(-90, 90))]
-    longitude: Annotated[float, BeforeValidator(_number(-180, 180))]
-    base_url: Annotated[str, BeforeValidator(_base_url)]
-    models: list[NonEmpty] = Field(default_factory=list)
+    model_config = ConfigDict(extra="forbid", title="region")
+    id: RegionId = Field(
+        description="Unique id: lowercase letters, digits and `-`, 1-63 characters."
+    )
+    name: NonEmpty = Field(description="Display name.")
+    country: Country = Field(
+        description="Where the region processes data (ISO 3166-1 alpha-2, upper case); the "
+        "policy pack judges this country."
+    )
+    latitude: Annotated[
+        float, BeforeValidator(_number(-90, 90)), FieldKind("number, -90 to 90")
+    ] = Field(description="Location, for choosing the nearest allowed region.")
+    longitude: Annotated[
+        float, BeforeValidator(_number(-180, 180)), FieldKind("number, -180 to 180")
+    ] = Field(description="Location, for choosing the nearest allowed region.")
+    base_url: Annotated[str, BeforeValidator(_base_url), FieldKind("http(s) URL")] = Field(
+        description="Where requests are forwarded (the OpenAI-compatible server, no `/v1`). A "
+        "loopback URL with a port is a simulated region under `gateway demo`."
+    )
+    models: list[NonEmpty] = Field(
+        default_factory=list, description="Model names the region serves."
+    )
     attestations: list[
-        Annotated[str, BeforeValidator(_one_of(KNOWN_ATTESTATIONS, "attestation"))]
-    ] = Field(default_factory=list)
-    status: Annotated[
-        str, BeforeValidator(_one_of(frozenset(s.value for s in RegionStatus), "region status"))
-    ] = RegionStatus.ACTIVE.value
-    weight: Annotated[int, BeforeValidator(_weight)] = 100
+        Annotated[str, BeforeValidator(OneOf(KNOWN_ATTESTATIONS, "attestation"))]
+    ] = Field(
+        default_factory=list,
+        description="Certifications of the region's operator that some transfer rules "
+        "require (e.g. `eu_us_dpf` for EU personal data in the US).",
+    )
+    status: Annotated[str, BeforeValidator(OneOf(REGION_STATUSES, "region status"))] = Field(
+        default=RegionStatus.ACTIVE.value,
+        description="Only `active` regions receive new requests.",
+    )
+    weight: Annotated[int, BeforeValidator(_weight), FieldKind("integer, 0 to 100")] = Field(
+        default=100,
+        description="Share of new requests among the allowed regions equally near the client "
+        f"(within {NEAR_TIER_KM:g} km of the nearest); 0: only as a fallback.",
+    )
 
 
 class _TransferOptInSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    regime_id: NonEmpty
-    country: Country
-    basis: NonEmpty
+    model_config = ConfigDict(extra="forbid", title="transfer opt-in")
+    regime_id: NonEmpty = Field(
+        description="The regime whose transfer rule this extends (e.g. `gdpr`); the rule must "
+        "allow contractual extension."
+    )
+    country: Country = Field(
+        description="The one destination country the contract covers (no groups: a contract "
+        "names its destination)."
+    )
+    basis: NonEmpty = Field(
+        description="The contractual basis, shown in decisions (e.g. `scc`, `bcr`)."
+    )
 
 
 class _TenantSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: NonEmpty
-    name: NonEmpty
-    home_jurisdiction: Country | None = None
-    flags: list[Annotated[str, BeforeValidator(_one_of(TENANT_FLAGS, "tenant flag"))]] = Field(
-        default_factory=list
+    model_config = ConfigDict(extra="forbid", title="tenant")
+    id: NonEmpty = Field(description="Unique tenant id.")
+    name: NonEmpty = Field(description="Display name.")
+    home_jurisdiction: Country | None = Field(
+        default=None,
+        description="The tenant's own country, whose regimes apply to all its requests, "
+        "wherever the client is.",
     )
-    opt_ins: list[Annotated[str, BeforeValidator(_one_of(TENANT_OPT_INS, "opt-in"))]] = Field(
-        default_factory=list
+    flags: list[Annotated[str, BeforeValidator(OneOf(TENANT_FLAGS, "tenant flag"))]] = Field(
+        default_factory=list,
+        description="Regulatory status that brings in the rules keyed on it, wherever the "
+        "clients are.",
     )
-    transfer_opt_ins: list[_TransferOptInSpec] = Field(default_factory=list)
-    allowed_regions: list[RegionId] | None = None
-    allowed_countries: list[Country] | None = None
-    denied_regions: list[RegionId] = Field(default_factory=list)
-    api_keys: list[NonEmpty] = Field(default_factory=list)
+    opt_ins: list[Annotated[str, BeforeValidator(OneOf(TENANT_OPT_INS, "opt-in"))]] = Field(
+        default_factory=list,
+        description="Rules the tenant has met the conditions to waive (each rule names its "
+        "opt-in).",
+    )
+    transfer_opt_ins: list[_TransferOptInSpec] = Field(
+        default_factory=list,
+        description="Contracts (e.g. SCCs) that permit transfers to a country a regime's rule "
+        "does not list (see the transfer opt-in table).",
+    )
+    allowed_regions: list[RegionId] | None = Field(
+        default=None,
+        description="Only these regions (ids in this catalog); unset: any region.",
+    )
+    allowed_countries: list[CountryOrGroup] | None = Field(
+        default=None,
+        description="Only regions in these countries; `EEA` and `EU` stand for their member "
+        "countries. Unset: any country.",
+    )
+    denied_regions: list[RegionId] = Field(
+        default_factory=list, description="Never these regions (ids in this catalog)."
+    )
+    api_keys: list[NonEmpty] = Field(
+        default_factory=list,
+        description="Plaintext API keys, stored hashed; each at least 32 characters unless the "
+        "catalog says `demo: true`.",
+    )
 
 
 class _CatalogSpec(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    demo: Annotated[bool, BeforeValidator(_flag)] = False
-    regions: list[_RegionSpec] = Field(default_factory=list)
-    tenants: list[_TenantSpec] = Field(default_factory=list)
+    model_config = ConfigDict(extra="forbid", title="catalog")
+    demo: Annotated[bool, BeforeValidator(_flag), FieldKind("boolean")] = Field(
+        default=False,
+        description="A demonstration catalog: tenant API keys are not checked for strength.",
+    )
+    regions: list[_RegionSpec] = Field(default_factory=list, description="The regions.")
+    tenants: list[_TenantSpec] = Field(default_factory=list, description="The tenants.")
+
+
+CATALOG_SCHEMA: tuple[type[BaseModel], ...] = (
+    _CatalogSpec,
+    _RegionSpec,
+    _TenantSpec,
+    _TransferOptInSpec,
+)
+"""The catalog's mappings, outermost first (for the reference tables)."""
 
 
 _Spec = TypeVar("_Spec", bound=BaseModel)
@@ -266,7 +398,9 @@ def _to_tenant(spec: _TenantSpec) -> Tenant:
             for t in spec.transfer_opt_ins
         ),
         allowed_regions=optional(spec.allowed_regions),
-        allowed_countries=optional(spec.allowed_countries),
+        allowed_countries=(
+            None if spec.allowed_countries is None else _countries(spec.allowed_countries)
+        ),
         denied_regions=frozenset(spec.denied_regions),
         api_key_hashes=frozenset(hash_api_key(k) for k in spec.api_keys),
     )

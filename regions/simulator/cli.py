@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
@@ -42,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embedding-dimensions", type=int, default=16)
     p.add_argument("--seed", type=int, default=None, help="seed for error-rate sampling")
     p.add_argument("--access-log", action="store_true", help="log every request to stderr")
+    p.add_argument(
+        "--instance",
+        default="",
+        help="token echoed in the x-simulator-instance header and /_sim/stats, so a launcher "
+        "can tell its own process from another one on the same port",
+    )
     return p
 
 
@@ -66,7 +73,20 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         behaviour=behaviour,
         embedding_dimensions=args.embedding_dimensions,
         seed=args.seed,
+        instance=args.instance,
     )
+
+
+class ListenError(OSError):
+    """The simulator cannot listen on its address; the message is one line naming the port."""
+
+
+def _listen_problem(exc: OSError, host: str, port: int) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use on {host}"
+    if exc.errno == errno.EACCES:
+        return f"port {port} on {host} needs privileges this process lacks"
+    return f"cannot listen on {host} port {port}: {exc.strerror or exc}"
 
 
 async def serve(config: SimulatorConfig, *, access_log: bool = False) -> None:
@@ -81,7 +101,10 @@ async def serve(config: SimulatorConfig, *, access_log: bool = False) -> None:
     await runner.setup()
     try:
         site = web.TCPSite(runner, config.host, config.port, backlog=4096, reuse_address=True)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise ListenError(_listen_problem(exc, config.host, config.port)) from None
         port = runner.addresses[0][1] if runner.addresses else config.port
         host = f"[{config.host}]" if ":" in config.host else config.host
         print(f"simulator {config.region_id} listening on http://{host}:{port}", flush=True)
@@ -113,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         loop_factory = None
     else:
         loop_factory = uvloop.new_event_loop
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(config, access_log=args.access_log))
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(serve(config, access_log=args.access_log))
+    except ListenError as exc:
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr, flush=True)
+        return 2
     return 0

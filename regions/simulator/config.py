@@ -107,6 +107,8 @@ class SimulatorConfig:
     behaviour: Behaviour = field(default_factory=Behaviour)
     embedding_dimensions: int = 16
     seed: int | None = None
+    instance: str = ""
+    """Opaque token of this process (`--instance`), reported so a launcher can recognise it."""
 
     def __post_init__(self) -> None:
         if not self.region_id:

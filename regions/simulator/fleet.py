@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -27,6 +28,7 @@ __all__ = [
     "free_port",
 ]
 
+
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -37,10 +39,6 @@ def free_port(host: str = "127.0.0.1") -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-class SimulatorStartError(RuntimeError):
-    """A simulator process exited or did not answer ``/healthz`` in time."""
 
 
 @dataclass(frozen=True)
@@ -66,8 +64,8 @@ class SimulatorSpec:
         """``base_url`` + ``/v1``, as the ``openai`` client expects."""
         return f"{self.base_url}/v1"
 
-    def command(self, python: str = sys.executable) -> list[str]:
-        """The argv that starts this simulator."""
+    def command(self, python: str = sys.executable, instance: str = "") -> list[str]:
+        """The argv that starts this simulator (``instance``: see ``--instance``)."""
         return [
             python,
             "-m",
@@ -84,8 +82,34 @@ class SimulatorSpec:
             repr(float(self.ttft_ms)),
             "--tokens-per-second",
             repr(float(self.tokens_per_second)),
+            *(("--instance", instance) if instance else ()),
             *self.extra_args,
         ]
+
+
+def _exit_reason(code: int, output: str) -> str:
+    """Why a simulator exited: its one-line error (exit status 2), else the status."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    last = lines[-1] if lines else ""
+    prefix = "python -m regions.simulator: error: "
+    if code == 2 and last.startswith(prefix):
+        return last.removeprefix(prefix)
+    return f"exited with code {code}" + (f": {last}" if last else "")
+
+
+class SimulatorStartError(RuntimeError):
+    """A simulator process exited or did not answer ``/healthz`` in time.
+
+    ``reason`` is one line (e.g. ``port 9101 is in use on 127.0.0.1``); the message names the
+    region and its address and adds the process output.
+    """
+
+    def __init__(self, spec: SimulatorSpec, reason: str, output: str = "") -> None:
+        summary = f"simulator {spec.region_id} on {spec.base_url}: {reason}"
+        super().__init__(f"{summary}; output:\n{output}" if output else summary)
+        self.spec = spec
+        self.reason = reason
+        self.output = output
 
 
 @dataclass
@@ -93,6 +117,7 @@ class _Running:
     spec: SimulatorSpec
     process: subprocess.Popen[bytes]
     log_path: Path
+    instance: str
     final_output: str | None = None
 
     def output(self) -> str:
@@ -105,8 +130,11 @@ class SimulatorFleet:
     """One ``python -m regions.simulator`` subprocess per spec; a context manager.
 
     ``start()`` (or ``with``) launches all processes and waits until every ``/healthz``
-    answers (any status, so ``--down`` regions count as started). Output (stdout and
-    stderr) goes to a temporary log file, readable via :meth:`output` (kept after stop).
+    answers (any status, so ``--down`` regions count as started) from the process this fleet
+    started: each gets a random ``--instance`` token that its answers must carry, so a
+    simulator someone else left on the port (another demo's) is not mistaken for it. Output
+    (stdout and stderr) goes to a temporary log file, readable via :meth:`output` (kept after
+    stop).
     """
 
     def __init__(
@@ -160,10 +188,11 @@ class SimulatorFleet:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PROJECT_ROOT), pythonpath]))
         try:
             for spec in self._specs:
+                instance = secrets.token_hex(8)
                 fd, name = tempfile.mkstemp(prefix=f"simulator-{spec.region_id}-", suffix=".log")
                 try:
                     process = subprocess.Popen(
-                        spec.command(),
+                        spec.command(instance=instance),
                         stdin=subprocess.DEVNULL,
                         stdout=fd,
                         stderr=subprocess.STDOUT,
@@ -171,7 +200,7 @@ class SimulatorFleet:
                     )
                 finally:
                     os.close(fd)
-                self._running[spec.region_id] = _Running(spec, process, Path(name))
+                self._running[spec.region_id] = _Running(spec, process, Path(name), instance)
             deadline = time.monotonic() + self.startup_timeout
             for running in self._running.values():
                 self._wait_healthy(running, deadline)
@@ -185,29 +214,29 @@ class SimulatorFleet:
         while True:
             code = running.process.poll()
             if code is not None:
-                raise SimulatorStartError(
-                    f"simulator {spec.region_id} exited with code {code} before becoming "
-                    f"healthy; output:\n{self.output(spec.region_id)}"
-                )
+                output = self.output(spec.region_id)
+                raise SimulatorStartError(spec, _exit_reason(code, output), output)
             try:
                 with urllib.request.urlopen(url, timeout=1.0) as response:
-                    region = response.headers.get("x-simulator-region")
+                    headers = response.headers
             except urllib.error.HTTPError as exc:  # e.g. 503 from a --down region
-                region = exc.headers.get("x-simulator-region")
+                headers = exc.headers
                 exc.close()
             except OSError:
-                region = None
-            if region == spec.region_id:
+                headers = None
+            instance = None if headers is None else headers.get("x-simulator-instance")
+            if instance == running.instance:
                 return
             if time.monotonic() > deadline:
-                detail = (
-                    f"{url} is served by region {region!r}"
-                    if region is not None
-                    else f"{url} did not answer"
-                )
+                if headers is None:
+                    detail = f"{url} did not answer"
+                else:
+                    region = headers.get("x-simulator-region")
+                    detail = f"{url} is answered by another process (region {region!r})"
                 raise SimulatorStartError(
-                    f"simulator {spec.region_id} not healthy after {self.startup_timeout:g}s "
-                    f"({detail}); output:\n{self.output(spec.region_id)}"
+                    spec,
+                    f"not healthy after {self.startup_timeout:g}s ({detail})",
+                    self.output(spec.region_id),
                 )
             time.sleep(0.05)
 

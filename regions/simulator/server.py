@@ -36,7 +36,10 @@ def _drop_connection(request: web.BaseRequest) -> None:
 
 async def _on_response_prepare(request: web.Request, response: web.StreamResponse) -> None:
     headers = response.headers
-    headers["x-simulator-region"] = request.app[STATE_KEY].config.region_id
+    config = request.app[STATE_KEY].config
+    headers["x-simulator-region"] = config.region_id
+    if config.instance:
+        headers["x-simulator-instance"] = config.instance
     traceparent = request.headers.get("traceparent")
     if traceparent is not None:
         headers["x-received-traceparent"] = traceparent

@@ -83,6 +83,7 @@ class SimulatorState:
         """``GET /_sim/stats`` payload."""
         return {
             "region": self.config.region_id,
+            "instance": self.config.instance,
             "requests": self.requests,
             "by_path": dict(self.by_path),
             "in_flight": self.in_flight,

@@ -160,7 +160,8 @@ def test_refusals_are_logged_without_the_token(
          "transfer_opt_ins[0].regime_id: unknown regime 'nope'",
          "transfer_opt_ins[0].regime_id"),
         ("PUT", "/tenants/t-new", {"name": "T", "home_jurisdiction": "EU"}, 400,
-         "home_jurisdiction: 'EU' is not an ISO 3166-1 alpha-2 country code",
+         "home_jurisdiction: 'EU' is a country group; this field takes one country code "
+         "(groups are for allowed_countries)",
          "home_jurisdiction"),
         ("PUT", "/tenants/t-new", {"name": "T", "api_keys": [DEMO_KEY]}, 400,
          "api_keys[0]: an API key needs at least 32 characters (128 bits of randomness), this "

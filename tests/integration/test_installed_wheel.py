@@ -94,7 +94,8 @@ def test_every_command_helps_from_the_installed_wheel(installed: Path, tmp_path:
 def test_the_installed_demo_answers_a_request(installed: Path, tmp_path: Path) -> None:
     port = free_port()
     demo = subprocess.Popen(
-        [str(installed / "gateway"), "demo", "--port", str(port)],  # data in cwd/var
+        # data in cwd/var; free simulator ports: another demo may hold 9101-9105
+        [str(installed / "gateway"), "demo", "--port", str(port), "--simulator-ports", "auto"],
         cwd=tmp_path,
         env=_clean_env(tmp_path),
         stdout=subprocess.PIPE,

@@ -52,6 +52,9 @@ def _wait_until_answering(url: str, demo: subprocess.Popen[bytes], log: Path) ->
         time.sleep(0.3)
 
 
+AUTO_PORTS = ("--simulator-ports", "auto")
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ran]]:
     """Start the demo, run every example in order in one working directory, keep the output."""
@@ -71,7 +74,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Ran]]:
     log = work / "demo.log"
     with log.open("wb") as sink:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
+            # free simulator ports: another demo (a parallel test run) may hold 9101-9105
+            [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port), *AUTO_PORTS],
             cwd=work,
             env=env,
             stdout=sink,
