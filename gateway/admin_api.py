@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -48,6 +49,7 @@ from gateway.intake import RequestRejected
 from gateway.relay import declared_length, read_body
 from gateway.runtime import GatewayRuntime
 from regions.catalog import Region
+from regions.health import HealthTracker
 
 T = TypeVar("T")
 SERVE_WAIT_S = 2.0
@@ -102,6 +104,25 @@ def _rendered(value: ConfigValue, **extra: Any) -> dict[str, Any]:
     return {**document_of(value), "etag": etag_of(value), **extra}
 
 
+def _when(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def live_health(tracker: HealthTracker, region_id: str) -> dict[str, Any]:
+    """The region's health as this replica's prober sees it (healthy None: not probed yet)."""
+    status = tracker.status(region_id)
+    if status is None:
+        return {"healthy": None, "detail": "not probed yet", "since": None, "checked_at": None}
+    return {
+        "healthy": status.healthy,
+        "detail": status.detail,
+        "since": _when(status.since),
+        "checked_at": _when(status.checked_at),
+    }
+
+
 def _response(body: dict[str, Any], status: int = 200, etag: str | None = None) -> JsonResponse:
     headers = {"ETag": f'"{etag}"'} if etag else None
     return JsonResponse(body, status_code=status, headers=headers)
@@ -119,13 +140,15 @@ class _Handlers:
         return await _json_body(request, self.runtime.settings.max_body_bytes)
 
     def serving(self, region: Region) -> dict[str, Any]:
-        """What this replica does with the region right now (drain --wait polls this)."""
+        """What this replica does with the region right now (drain --wait polls this): live,
+        read-only fields, outside the stored document and its ETag."""
         policy = self.runtime.snapshot.policy
         served = policy.region_by_id.get(region.id)
         return {
             "in_flight": self.runtime.inflight.count(region.id),
             "serving_status": served.status.value if served else None,
             "serving_policy_version": policy.version,
+            "health": live_health(self.runtime.health_tracker, region.id),
         }
 
     async def written(self, change: Change[Any], object_id: str) -> JsonResponse:

@@ -36,6 +36,8 @@ _POLICY_NOT_LOADED = openai_error(
     "policy_not_loaded",
 )
 _RETRY_AFTER = (b"retry-after", b"5")
+MODELS_HINT_HEADER = "x-residency-hint"
+"""On an empty `/v1/models` list: why this caller may use no model (also the body's `hint`)."""
 
 
 class ExplainRequest(BaseModel):
@@ -119,7 +121,7 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
         return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/v1/models")
-    async def models(request: Request) -> dict[str, Any]:
+    async def models(request: Request) -> JsonResponse:
         snapshot = runtime.snapshot
         tenant = authenticate(request.scope, snapshot.policy, runtime.auth_guard)
         facts = runtime.facts.build(request.scope, tenant, None, new_request_id())
@@ -133,13 +135,20 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
                 for m in r.models
             }
         )
-        return {
+        body: dict[str, Any] = {
             "object": "list",
             "data": [
                 {"id": n, "object": "model", "created": 0, "owned_by": "residency-gateway"}
                 for n in names
             ],
         }
+        if names:
+            return JsonResponse(body)
+        # An empty list alone looks like a broken gateway: say why, as a 451 would. The list
+        # shape stays, so OpenAI SDKs still parse it.
+        hint = "; ".join(decision.reasons) or "no active region may serve this caller"
+        header = hint.encode("ascii", "replace").decode("ascii")
+        return JsonResponse(body | {"hint": hint}, headers={MODELS_HINT_HEADER: header})
 
     @api.post("/v1/residency/explain", openapi_extra=_EXPLAIN_BODY)
     async def explain(request: Request) -> dict[str, Any]:

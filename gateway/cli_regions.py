@@ -1,7 +1,9 @@
 """`gateway regions`: manage GPU regions through a running gateway's admin API.
 
-apply (plan, then change), put (create or replace one), list, drain (optionally waiting for
-in-flight work), delete. Talks HTTP to `GATEWAY_ADMIN_URL` with `GATEWAY_ADMIN_TOKEN`.
+apply (plan, then change), put (create or replace one), patch (status, weight), list (with
+each region's live health and in-flight requests), drain (optionally waiting for in-flight
+work), resume (active again), delete. Talks HTTP to `GATEWAY_ADMIN_URL` with
+`GATEWAY_ADMIN_TOKEN`.
 Exit status: 0 done, 2 error (one line on stderr), 3 `drain --wait` ran out of time.
 """
 
@@ -158,16 +160,30 @@ def _put(args: argparse.Namespace) -> int:
     return 0
 
 
+def health_cell(health: dict[str, Any] | None) -> str:
+    """`up`, `down (why)` or `unknown` (not probed yet) for the HEALTH column."""
+    healthy = (health or {}).get("healthy")
+    if healthy is None:
+        return "unknown"
+    detail = health.get("detail") if health else None
+    word = "up" if healthy else "down"
+    return f"{word} ({detail})" if detail else word
+
+
 def _list(args: argparse.Namespace) -> int:
     regions = _client().request("GET", "/admin/regions")["data"]
     if args.json:
         print(orjson.dumps(regions, option=orjson.OPT_INDENT_2).decode())
         return 0
-    print(f"{'ID':<20} {'STATUS':<9} {'WEIGHT':>6} {'COUNTRY':<7} {'IN-FLIGHT':>9}  BASE URL")
+    url_width = max([len("BASE URL"), *(len(r["base_url"]) for r in regions)])
+    print(
+        f"{'ID':<20} {'STATUS':<9} {'WEIGHT':>6} {'COUNTRY':<7} {'IN-FLIGHT':>9}  "
+        f"{'BASE URL':<{url_width}}  HEALTH"
+    )
     for r in regions:
         print(
             f"{r['id']:<20} {r['status']:<9} {r['weight']:>6} {r['country']:<7} "
-            f"{r['in_flight']:>9}  {r['base_url']}"
+            f"{r['in_flight']:>9}  {r['base_url']:<{url_width}}  {health_cell(r.get('health'))}"
         )
     return 0
 
@@ -219,6 +235,23 @@ def _wait_drained(client: AdminClient, path: str, region_id: str, bound: float) 
         time.sleep(POLL_INTERVAL_S)
 
 
+def _resume(args: argparse.Namespace) -> int:
+    _client().request("PATCH", f"/admin/regions/{args.id}", {"status": RegionStatus.ACTIVE.value})
+    print(f"region {args.id} is active: it takes new requests")
+    return 0
+
+
+def _patch(args: argparse.Namespace) -> int:
+    body = {k: v for k, v in (("status", args.status), ("weight", args.weight)) if v is not None}
+    if not body:
+        raise CliError("nothing to change: give --status, --weight or both")
+    path = f"/admin/regions/{args.id}"
+    result = _client().request("PATCH", path, body, if_match=args.if_match)
+    now = ", ".join(f"{k} {result[k]}" for k in body)
+    print(f"{result['result']} region {args.id}: {now} (etag {result['etag']})")
+    return 0
+
+
 def _print_warnings(reply: dict[str, Any]) -> None:
     """Print the warnings of a DELETE answer (what deleting a region did to tenants naming it)."""
     for warning in reply.get("warnings", []):
@@ -239,7 +272,7 @@ def _delete(args: argparse.Namespace) -> int:
 
 
 def register(commands: Any) -> None:
-    """Add `regions apply|put|list|drain|delete` to the top-level subcommands."""
+    """Add `regions apply|put|patch|list|drain|resume|delete` to the top-level subcommands."""
     regions = commands.add_parser("regions", help="GPU regions, through the admin API")
     sub = regions.add_subparsers(dest="regions_command", required=True)
     apply = sub.add_parser("apply", help="make the regions match a catalog file (plan first)")
@@ -260,7 +293,15 @@ def register(commands: Any) -> None:
     put.add_argument("--status", default=RegionStatus.ACTIVE.value, help="active (default), ...")
     put.add_argument("--if-match", help="only if the region's ETag is still this")
     put.set_defaults(handler=_put)
-    listing = sub.add_parser("list", help="list regions with status and in-flight requests")
+    patch = sub.add_parser("patch", help="change a region's status or weight, nothing else")
+    patch.add_argument("id")
+    patch.add_argument("--status", help="active, draining or disabled")
+    patch.add_argument("--weight", type=int, help="0-100")
+    patch.add_argument("--if-match", help="only if the region's ETag is still this")
+    patch.set_defaults(handler=_patch)
+    listing = sub.add_parser(
+        "list", help="list regions with status, in-flight requests and live health"
+    )
     listing.add_argument("--json", action="store_true")
     listing.set_defaults(handler=_list)
     drain = sub.add_parser("drain", help="stop new requests to a region")
@@ -268,6 +309,9 @@ def register(commands: Any) -> None:
     drain.add_argument("--wait", type=float, metavar="SECONDS", help="wait for in-flight work")
     drain.add_argument("--missing-ok", action="store_true", help="succeed if it does not exist")
     drain.set_defaults(handler=_drain)
+    resume = sub.add_parser("resume", help="take new requests again (after drain)")
+    resume.add_argument("id")
+    resume.set_defaults(handler=_resume)
     delete = sub.add_parser("delete", help="remove a region")
     delete.add_argument("id")
     delete.add_argument("--if-match", help="only if the region's ETag is still this")

@@ -18,11 +18,25 @@ HealthView = Mapping[str, RegionHealth]
 """Region id -> health. A region not in the view has not been probed yet and counts as healthy."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeStatus:
+    """One region's health with its history, for operators (the admin API)."""
+
+    healthy: bool
+    detail: str
+    since: float | None
+    """Epoch seconds of the first probe, or of the last change of verdict."""
+    checked_at: float | None
+    """Epoch seconds of the latest probe."""
+
+
 @dataclass(slots=True)
 class _Counter:
     healthy: bool = True
     streak: int = 0
     detail: str = ""
+    since: float | None = None
+    checked_at: float | None = None
 
 
 @dataclass(slots=True)
@@ -37,18 +51,22 @@ class HealthTracker:
     rise: int = 2
     _state: dict[str, _Counter] = field(default_factory=dict)
 
-    def observe(self, region_id: str, ok: bool, detail: str = "") -> bool:
-        """Record one probe result; return True if the region's health changed."""
-        counter = self._state.setdefault(region_id, _Counter())
+    def observe(self, region_id: str, ok: bool, detail: str = "", at: float | None = None) -> bool:
+        """Record one probe result (made at epoch seconds `at`, if given); return True if the
+        region's health changed."""
+        counter = self._state.get(region_id)
+        if counter is None:
+            counter = self._state[region_id] = _Counter(since=at)
+        counter.checked_at = at
         if ok == counter.healthy:
             counter.streak = 0
-            if ok:
-                counter.detail = ""
+            counter.detail = "" if ok else detail or counter.detail
             return False
         counter.streak += 1
-        counter.detail = detail
+        if detail:  # a passing probe of a down region keeps the reason it went down
+            counter.detail = detail
         if counter.streak >= (self.rise if ok else self.fall):
-            counter.healthy, counter.streak = ok, 0
+            counter.healthy, counter.streak, counter.since = ok, 0, at
             return True
         return False
 
@@ -56,6 +74,22 @@ class HealthTracker:
         """Drop state for regions no longer in the catalog."""
         for region_id in set(self._state) - keep:
             del self._state[region_id]
+
+    def status(self, region_id: str) -> ProbeStatus | None:
+        """The region's health as routing sees it, or None if it was never probed. While a
+        verdict is about to change, the detail says how many probes disagreed so far."""
+        counter = self._state.get(region_id)
+        if counter is None:
+            return None
+        streak = counter.streak
+        if counter.healthy:
+            detail = f"{streak} of {self.fall} failed probes to go down: {counter.detail}"
+            detail = detail if streak else ""
+        else:
+            detail = counter.detail or "failing health checks"
+            if streak:
+                detail += f"; {streak} of {self.rise} passed probes to come back"
+        return ProbeStatus(counter.healthy, detail, counter.since, counter.checked_at)
 
     def view(self) -> dict[str, RegionHealth]:
         """An immutable-by-convention copy of the current verdicts."""

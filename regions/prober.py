@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import time
 from collections.abc import Callable, Sequence
 
 import aiohttp
@@ -85,12 +86,13 @@ class HealthProber:
         """Probe all regions once; publish and return True if any verdict changed."""
         regions = list(self._regions())
         results = await asyncio.gather(*(self._probe(session, r) for r in regions))
+        checked_at = time.time()  # shown to operators, never used to decide
         changed = False
         for region, (ok, detail) in zip(regions, results, strict=True):
             if ok is None:
                 logger.warning("region %s not probed, health unchanged: %s", region.id, detail)
                 continue
-            if self._tracker.observe(region.id, ok, detail):
+            if self._tracker.observe(region.id, ok, detail, checked_at):
                 changed = True
                 logger.warning(
                     "region %s is now %s %s", region.id, "healthy" if ok else "unhealthy", detail

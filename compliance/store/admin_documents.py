@@ -27,6 +27,7 @@ READ_ONLY_FIELDS = frozenset(
         "in_flight",
         "serving_status",
         "serving_policy_version",
+        "health",
         "api_key_count",
         "result",
         "policy_version",

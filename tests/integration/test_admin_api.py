@@ -13,8 +13,9 @@ import pytest
 import sqlalchemy as sa
 
 from compliance.store.schema import config_changes
+from regions.simulator.fleet import SimulatorFleet
 from tests.integration.admin_support import Admin, create_tokens
-from tests.integration.conftest import DEMO_KEY, HTTP, IP_DE, GatewayProcess
+from tests.integration.conftest import DEMO_KEY, HTTP, IP_DE, GatewayProcess, set_faults
 
 pytestmark = pytest.mark.integration
 
@@ -352,3 +353,43 @@ def test_revoking_the_dpf_destination(admin: Admin, admin_gateway: GatewayProces
     log = _changes(admin_gateway, "gdpr")
     assert [c["action"] for c in log] == ["replace", "replace"]
     assert log[0]["policy_version"] < log[1]["policy_version"]
+
+
+def _health_when(
+    admin: Admin, region_id: str, healthy: bool, bound: float = 15.0
+) -> httpx.Response:
+    """GET the region once this replica's prober reports it `healthy` (or the bound passed)."""
+    deadline = time.monotonic() + bound
+    while True:
+        response = admin("GET", f"/regions/{region_id}")
+        if response.json()["health"]["healthy"] is healthy or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
+
+
+def test_regions_carry_live_health_outside_the_etag(admin: Admin, fleet: SimulatorFleet) -> None:
+    listed = admin("GET", "/regions").json()["data"]
+    assert all(set(r["health"]) == {"healthy", "detail", "since", "checked_at"} for r in listed)
+    up = _health_when(admin, "us-virginia", True)
+    assert up.json()["health"]["detail"] == ""
+    assert up.json()["health"]["checked_at"].endswith("Z")
+    set_faults(fleet, "us-virginia", down=True)
+    try:
+        down = _health_when(admin, "us-virginia", False)
+        health = down.json()["health"]
+        assert (health["healthy"], health["detail"]) == (
+            False,
+            "health check answered HTTP 503",
+        )
+        in_list = {r["id"]: r for r in admin("GET", "/regions").json()["data"]}["us-virginia"]
+        assert in_list["health"]["healthy"] is False
+        # Live state, not configuration: the ETag and the stored document do not change.
+        assert down.headers["etag"] == up.headers["etag"] == f'"{in_list["etag"]}"'
+        assert down.json()["status"] == "active" and down.json()["serving_status"] == "active"
+        # A document sent back as read includes the live fields; they are ignored.
+        document = down.json()
+        replaced = admin("PUT", "/regions/us-virginia", document, **{"If-Match": document["etag"]})
+        assert (replaced.status_code, replaced.json()["result"]) == (200, "unchanged")
+    finally:
+        set_faults(fleet, "us-virginia", down=False)
+    assert _health_when(admin, "us-virginia", True).json()["health"]["healthy"] is True

@@ -8,6 +8,7 @@ per case costs seconds on a loaded machine).
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,17 @@ from typing import Any
 import pytest
 import yaml
 
+from regions.simulator.fleet import SimulatorFleet
 from tests.integration.admin_support import Admin, call_cli, create_tokens, run_cli
-from tests.integration.conftest import GatewayProcess, free_port
+from tests.integration.conftest import (
+    CHAT,
+    IP_GB,
+    GatewayProcess,
+    free_port,
+    openai_client,
+    set_faults,
+    sim_requests,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +69,9 @@ def cli(
 
 
 def regions_now(admin: Admin) -> dict[str, dict[str, Any]]:
-    return {r["id"]: r for r in admin("GET", "/regions").json()["data"]}
+    """The regions' documents without their live health (which changes with every probe)."""
+    data = admin("GET", "/regions").json()["data"]
+    return {r["id"]: {k: v for k, v in r.items() if k != "health"} for r in data}
 
 
 def one_error_line(stderr: str) -> str:
@@ -144,8 +156,13 @@ def test_put_list_delete(
 
     listed = cli("auditor", "regions", "list")
     assert listed.returncode == 0, listed.stderr
-    row = next(line for line in listed.stdout.splitlines() if line.startswith("sa-riyadh "))
-    assert row.split() == ["sa-riyadh", "active", "100", "SA", "0", "http://127.0.0.1:9"]
+    header, *rows = listed.stdout.splitlines()
+    assert header.split() == [
+        "ID", "STATUS", "WEIGHT", "COUNTRY", "IN-FLIGHT", "BASE", "URL", "HEALTH"
+    ]  # fmt: skip
+    row = next(line for line in rows if line.startswith("sa-riyadh "))
+    assert row.split()[:6] == ["sa-riyadh", "active", "100", "SA", "0", "http://127.0.0.1:9"]
+    assert row.split()[6] in ("unknown", "up", "down")  # nothing listens there: probed down
 
     deleted = cli("operator", "regions", "delete", "sa-riyadh")
     assert (deleted.returncode, deleted.stdout) == (0, "deleted region sa-riyadh\n")
@@ -209,6 +226,13 @@ PUT_X = ["regions", "put", "x-1", "--name", "X", "--latitude", "1", "--longitude
          "gateway: error: tenant API keys cannot use admin or audit endpoints (HTTP 403)"),
         ("operator", ["regions", "drain", "mars-1"],
          "gateway: error: no region 'mars-1' (HTTP 404)"),
+        ("operator", ["regions", "resume", "mars-1"],
+         "gateway: error: no region 'mars-1' (HTTP 404)"),
+        ("operator", ["regions", "patch", "eu-frankfurt"],
+         "gateway: error: nothing to change: give --status, --weight or both"),
+        ("operator", ["regions", "patch", "eu-frankfurt", "--status", "on"],
+         "gateway: error: status: 'on' is not a known region status "
+         "(known: active, disabled, draining) (HTTP 400)"),
     ],
 )  # fmt: skip
 def test_errors_are_one_clear_line(
@@ -235,3 +259,65 @@ def test_file_and_connection_errors(cli: Cli, tmp_path: Path) -> None:
     assert one_error_line(result.stderr).startswith(
         f"gateway: error: cannot reach the admin API at {url}: "
     )
+
+
+def _served_from(gateway: GatewayProcess, fleet: SimulatorFleet, region_id: str) -> bool:
+    """Send one chat request from a British client; True if `region_id`'s simulator got it."""
+    before = sim_requests(fleet, region_id)
+    with openai_client(gateway, IP_GB) as client:
+        client.chat.completions.create(model="gpt-4o-mini", messages=CHAT)
+    return sim_requests(fleet, region_id) == before + 1
+
+
+def test_drain_then_resume_brings_traffic_back(
+    cli_gateway: GatewayProcess, fleet: SimulatorFleet, admin: Admin, cli: Cli
+) -> None:
+    assert _served_from(cli_gateway, fleet, "uk-london")  # the nearest allowed region
+    assert cli("operator", "regions", "drain", "uk-london").returncode == 0
+    assert not _served_from(cli_gateway, fleet, "uk-london")  # served elsewhere meanwhile
+    resumed = cli("operator", "regions", "resume", "uk-london")
+    assert (resumed.returncode, resumed.stdout) == (
+        0,
+        "region uk-london is active: it takes new requests\n",
+    )
+    assert admin("GET", "/regions/uk-london").json()["serving_status"] == "active"
+    assert _served_from(cli_gateway, fleet, "uk-london")
+
+
+def test_patch_changes_only_status_and_weight(admin: Admin, cli: Cli) -> None:
+    before = admin("GET", "/regions/uk-london").json()
+    patched = cli("operator", "regions", "patch", "uk-london", "--weight", "60")
+    assert patched.returncode == 0, patched.stderr
+    assert patched.stdout.startswith("updated region uk-london: weight 60 (etag ")
+    after = admin("GET", "/regions/uk-london").json()
+    assert after["weight"] == 60 and after["status"] == before["status"]
+    restored = cli(
+        "operator", "regions", "patch", "uk-london", "--weight", "100", "--status", "active",
+        "--if-match", after["etag"],
+    )  # fmt: skip
+    assert restored.stdout.startswith("updated region uk-london: status active, weight 100")
+    stale = cli("operator", "regions", "patch", "uk-london", "--weight", "5", "--if-match", "x")
+    assert stale.returncode == 2 and "(HTTP 412)" in one_error_line(stale.stderr)
+
+
+def _listed_health(cli: Cli, region_id: str, want: str, bound: float = 15.0) -> str:
+    """The HEALTH cell of `region_id` in `regions list`, once it starts with `want`."""
+    deadline = time.monotonic() + bound
+    while True:
+        listed = cli("auditor", "regions", "list")
+        assert listed.returncode == 0, listed.stderr
+        row = next(r for r in listed.stdout.splitlines() if r.startswith(f"{region_id} "))
+        cell = row.split("  ")[-1].strip()
+        if cell.startswith(want) or time.monotonic() > deadline:
+            return cell
+        time.sleep(0.1)
+
+
+def test_list_shows_live_health(fleet: SimulatorFleet, cli: Cli) -> None:
+    assert _listed_health(cli, "in-mumbai", "up") == "up"
+    set_faults(fleet, "in-mumbai", down=True)
+    try:
+        assert _listed_health(cli, "in-mumbai", "down") == ("down (health check answered HTTP 503)")
+    finally:
+        set_faults(fleet, "in-mumbai", down=False)
+    assert _listed_health(cli, "in-mumbai", "up") == "up"

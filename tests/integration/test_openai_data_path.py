@@ -10,6 +10,7 @@ import httpx
 import openai
 import pytest
 
+from gateway.routing.locate import UNKNOWN_ORIGIN
 from regions.simulator.fleet import SimulatorFleet
 from tests.integration.conftest import (
     ACME_KEY,
@@ -140,6 +141,28 @@ def test_models_list_shows_models_of_allowed_regions(
     with openai_client(gateway, ip) as client:
         models = list(client.models.list())
     assert sorted(m.id for m in models) == expected
+
+
+def test_an_empty_models_list_says_why(gateway: GatewayProcess) -> None:
+    """No country (loopback, no X-Forwarded-For): the 451's hint, in a list SDKs still parse."""
+    with openai_client(gateway) as client:
+        raw = client.models.with_raw_response.list()
+    assert list(raw.parse()) == []
+    body = raw.http_response.json()
+    assert (body["object"], body["data"]) == ("list", [])
+    assert body["hint"] == raw.headers["x-residency-hint"] == UNKNOWN_ORIGIN
+    assert "X-Data-Subject-Country" in body["hint"]
+
+    with openai_client(gateway, IP_CN) as client:
+        refused = client.models.with_raw_response.list()
+    assert refused.http_response.json()["hint"].startswith("no region may process")
+
+    declared = {"X-Data-Subject-Country": "DE"}
+    with openai_client(gateway, headers=declared) as client:
+        listed = client.models.with_raw_response.list()
+    assert sorted(m.id for m in listed.parse()) == sorted(COMMON_MODELS)
+    assert "hint" not in listed.http_response.json()
+    assert "x-residency-hint" not in listed.headers
 
 
 def test_model_served_only_outside_the_allowed_set_is_refused(gateway: GatewayProcess) -> None:

@@ -15,7 +15,7 @@ from gateway.routing.locate import locate
 from gateway.routing.snapshot import RoutingSnapshot
 from regions.catalog import Region, RegionStatus
 from regions.geo import country_centroid, haversine_km
-from regions.health import HealthTracker, RegionHealth
+from regions.health import HealthTracker, ProbeStatus, RegionHealth
 from tests.factories import facts, region, routing_snapshot, tenant, twenty_regions
 
 FRANKFURT = (50.11, 8.68)
@@ -409,3 +409,22 @@ def test_health_tracker_forgets_removed_regions() -> None:
     tracker.forget({"kept"})
     assert set(tracker.view()) == {"kept"}
     assert tracker.view()["kept"] == RegionHealth(False, "y")
+
+
+def test_health_status_for_operators() -> None:
+    tracker = HealthTracker(fall=2, rise=2)
+    assert tracker.status("r1") is None  # never probed: unknown
+    tracker.observe("r1", True, at=100.0)
+    assert tracker.status("r1") == ProbeStatus(True, "", 100.0, 100.0)
+    tracker.observe("r1", False, "health check answered HTTP 503", at=101.0)
+    assert tracker.status("r1") == ProbeStatus(
+        True, "1 of 2 failed probes to go down: health check answered HTTP 503", 100.0, 101.0
+    )
+    tracker.observe("r1", False, "health check timed out", at=102.0)
+    assert tracker.status("r1") == ProbeStatus(False, "health check timed out", 102.0, 102.0)
+    tracker.observe("r1", True, at=103.0)  # a passing probe keeps the reason it went down
+    assert tracker.status("r1") == ProbeStatus(
+        False, "health check timed out; 1 of 2 passed probes to come back", 102.0, 103.0
+    )
+    tracker.observe("r1", True, at=104.0)
+    assert tracker.status("r1") == ProbeStatus(True, "", 104.0, 104.0)
