@@ -15,7 +15,7 @@ _MODULE_COMMANDS = {
     "regions": ("gateway.cli_regions", "manage regions through the admin API"),
     "tenants": ("gateway.cli_tenants", "tenant API keys"),
 }
-_AUDIT_MODULES = ("gateway.cli_audit", "gateway.cli_audit_read")
+_AUDIT_MODULES = ("gateway.cli_audit", "gateway.cli_audit_read", "gateway.cli_audit_changes")
 _USER_ERRORS = (
     "compliance.store.catalog_file:CatalogError",
     "regions.geoip:GeoIpError",
