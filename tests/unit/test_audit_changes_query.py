@@ -1,9 +1,10 @@
-"""The configuration-change read side (compliance.audit_query.changes) on a real SQLite file:
+"""The configuration-change read side (compliance.audit_query.changes) on real databases:
 filters, keyset pages, one change explained, chain positions, and the verify breakdown."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
 from compliance.store.routing_log_store import RoutingLogStore
 from tests.audit_chain_support import T0, decision
+from tests.pg import PostgresUnavailable, temporary_database
 
 REGION = {"name": "Frankfurt", "country": "DE", "weight": 100, "attestations": []}
 
@@ -44,11 +46,18 @@ def _change(engine: sa.Engine, n: int, **fields: Any) -> int:
         return record_change(conn, **values)
 
 
-@pytest.fixture
-def url(tmp_path: Path) -> Iterator[str]:
-    database = f"sqlite:///{tmp_path / 'changes.db'}"
-    upgrade(database)
-    yield database
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    with ExitStack() as stack:
+        if request.param == "sqlite":
+            database = f"sqlite:///{tmp_path / 'changes.db'}"
+        else:
+            try:
+                database = stack.enter_context(temporary_database("rg_changes"))
+            except PostgresUnavailable as exc:
+                pytest.skip(str(exc))
+        upgrade(database)
+        yield database
 
 
 @pytest.fixture
