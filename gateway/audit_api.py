@@ -1,4 +1,5 @@
-"""Audit read API for auditors and admins: search, one decision explained, period reports.
+"""Audit read API for auditors and admins: search, one decision explained, period reports,
+configuration changes (gateway.audit_changes_api).
 
 Every endpoint requires an operator token with role auditor or admin (gateway.access);
 tenant API keys are refused. Also serves the auditors' web console (static files).
@@ -6,10 +7,8 @@ tenant API keys are refused. Also serves the auditors' web console (static files
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from starlette.staticfiles import StaticFiles
@@ -24,8 +23,9 @@ from compliance.audit_query.filters import (
 )
 from compliance.audit_query.reader import AuditReader
 from compliance.store.access_store import Principal
-from compliance.store.errors import StoreError, StoreUnavailable
+from gateway import audit_changes_api
 from gateway.access import READ_AUDIT, role_gate
+from gateway.audit_http import bad_filter, read_off_loop, refuse_unknown
 from gateway.intake import RequestRejected
 
 if TYPE_CHECKING:
@@ -52,40 +52,16 @@ _CONSOLE_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
     (b"cache-control", b"no-cache"),
 ]
-T = TypeVar("T")
-
-
-def _bad_filter(exc: FilterError) -> RequestRejected:
-    return RequestRejected(400, str(exc), "invalid_filter", param=exc.field)
 
 
 def _spec(request: Request, allowed: frozenset[str]) -> DecisionFilter:
     """Filters from the query string; unknown parameters are refused (a typo must not widen)."""
+    refuse_unknown(request, allowed)
     params = request.query_params
-    unknown = sorted(set(params) - allowed)
-    if unknown:
-        raise RequestRejected(
-            400,
-            f"unknown query parameter {unknown[0]!r}; expected: {', '.join(sorted(allowed))}",
-            "invalid_filter",
-            param=unknown[0],
-        )
     try:
         return parse_filter(**{name: params.get(name) for name in FILTER_PARAMS})
     except FilterError as exc:
-        raise _bad_filter(exc) from None
-
-
-async def _read(call: Callable[..., T], *args: Any) -> T:
-    """Run a blocking database read off the event loop; store failures become 503."""
-    try:
-        return await asyncio.to_thread(call, *args)
-    except FilterError as exc:
-        raise _bad_filter(exc) from None
-    except (StoreUnavailable, StoreError) as exc:
-        raise RequestRejected(
-            503, f"audit database unavailable: {exc}", "store_unavailable"
-        ) from None
+        raise bad_filter(exc) from None
 
 
 def router(runtime: GatewayRuntime) -> APIRouter:
@@ -101,8 +77,8 @@ def router(runtime: GatewayRuntime) -> APIRouter:
         try:
             limit = parse_limit(request.query_params.get("limit"))
         except FilterError as exc:
-            raise _bad_filter(exc) from None
-        page = await _read(reader.search, spec, limit, request.query_params.get("cursor"))
+            raise bad_filter(exc) from None
+        page = await read_off_loop(reader.search, spec, limit, request.query_params.get("cursor"))
         return {
             "decisions": page.records,
             "next_cursor": page.next_cursor,
@@ -113,7 +89,7 @@ def router(runtime: GatewayRuntime) -> APIRouter:
     @api.get("/decisions/{decision_id}")
     async def decision(decision_id: str, _: Principal = auditor) -> dict[str, Any]:
         """One routing record with its explanation in plain words and its trace id."""
-        record = await _read(reader.get, decision_id)
+        record = await read_off_loop(reader.get, decision_id)
         if record is None:
             raise RequestRejected(
                 404, f"no routing record with decision id {decision_id!r}", "not_found"
@@ -124,9 +100,10 @@ def router(runtime: GatewayRuntime) -> APIRouter:
     async def reports(request: Request, _: Principal = auditor) -> dict[str, Any]:
         """Jurisdiction x region matrix, refusals by reason, re-evaluation, for a period."""
         spec = _spec(request, FILTER_PARAMS)
-        report = await _read(reader.report, spec)
+        report = await read_off_loop(reader.report, spec)
         return report.to_dict()
 
+    audit_changes_api.add_routes(api, reader, auditor)
     return api
 
 

@@ -18,7 +18,7 @@ _MODULE_COMMANDS = {
     "tenants": ("gateway.cli_tenants", "tenant API keys"),
     "envoy": ("gateway.cli_envoy", "the Envoy data plane: translate, bootstrap"),
 }
-_AUDIT_MODULES = ("gateway.cli_audit", "gateway.cli_audit_read")
+_AUDIT_MODULES = ("gateway.cli_audit", "gateway.cli_audit_read", "gateway.cli_audit_changes")
 _USER_ERRORS = (
     "compliance.store.catalog_file:CatalogError",
     "regions.geoip:GeoIpError",

@@ -109,8 +109,8 @@ def _verify(args: argparse.Namespace) -> int:
         if report.ok:
             bridged = f"; starts after pruned #{report.bridged_by}" if report.bridged_by else ""
             print(
-                f"  entries #{report.first_seq or 0}..#{report.last_seq or 0}, "
-                f"{report.checkpoints} signed checkpoints{bridged}, "
+                f"  entries #{report.first_seq or 0}..#{report.last_seq or 0}: "
+                f"{report.breakdown()}{bridged}, "
                 f"{report.records / max(report.seconds, 1e-9):,.0f} records/s"
             )
             if report.unsigned_tail:

@@ -1,4 +1,5 @@
-"""`gateway audit search | show | report`: read the routing log straight from the database.
+"""`gateway audit search | show | report`: read the routing log straight from the database
+(configuration changes: gateway.cli_audit_changes).
 
 Meant for a compliance officer on an admin host: it needs only the database URL from the
 settings (GATEWAY_DATABASE_URL or GATEWAY_DATA_DIR), not a running gateway.
@@ -14,6 +15,7 @@ import orjson
 from compliance.audit_query.explain import decision_document
 from compliance.audit_query.filters import FilterError, parse_filter, parse_limit
 from compliance.audit_query.reader import AuditReader
+from gateway.cli_audit_changes import show_entry
 from gateway.cli_common import CliError
 from gateway.cli_database import migrated_database_url
 from gateway.settings import Settings
@@ -96,6 +98,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    if show_entry(args.decision_id, args.json):
+        return 0
     reader = _reader()
     try:
         record = reader.get(args.decision_id)
@@ -173,8 +177,14 @@ def register(audit_commands: Any) -> None:
     search.add_argument("--cursor", help="continue after a previous page (its next cursor)")
     search.add_argument("--json", action="store_true", help="print JSON")
     search.set_defaults(handler=_search)
-    show = audit_commands.add_parser("show", help="one decision, explained in plain words")
-    show.add_argument("decision_id")
+    show = audit_commands.add_parser(
+        "show", help="one decision or configuration change, explained in plain words"
+    )
+    show.add_argument(
+        "decision_id",
+        metavar="ID",
+        help="a decision id, a configuration change (change-5) or a chain position (#38 or 38)",
+    )
     show.add_argument("--json", action="store_true", help="print the record as JSON")
     show.set_defaults(handler=_show)
     report = audit_commands.add_parser(

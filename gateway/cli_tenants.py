@@ -19,6 +19,7 @@ from compliance.store.access_store import Principal, Role
 from compliance.store.admin_ops import TENANTS, AdminOps
 from compliance.store.policy_store import PolicyStore
 from gateway.cli_database import migrated_database_url
+from gateway.cli_signing import report_signing
 from gateway.settings import Settings
 
 CLI_ACTOR = Principal("cli:tenants-keys-create", Role.ADMIN)
@@ -26,7 +27,8 @@ CLI_ACTOR = Principal("cli:tenants-keys-create", Role.ADMIN)
 
 
 def _create_key(args: argparse.Namespace) -> int:
-    url = migrated_database_url(Settings())
+    settings = Settings()
+    url = migrated_database_url(settings)
     key = generate_api_key()
     digest = hash_api_key(key)
 
@@ -48,6 +50,7 @@ def _create_key(args: argparse.Namespace) -> int:
         f"{change.policy_version}). It is shown only this once: the gateway stores its hash.",
         file=sys.stderr,
     )
+    report_signing(settings, url)
     return 0
 
 

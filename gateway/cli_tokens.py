@@ -1,13 +1,20 @@
-"""`gateway tokens`: create, list and revoke operator tokens (admin, operator, auditor)."""
+"""`gateway tokens`: create, list and revoke operator tokens (admin, operator, auditor).
+
+Creating and revoking are configuration changes: each joins the audit chain in the token's own
+transaction (actor `cli:tokens:<OS user>`), and the chain head is then signed if this host
+holds the signing key (gateway.cli_signing).
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
 from typing import Any
 
-from compliance.store.access_store import AccessStore, Role
+from compliance.store.access_store import DIRECT, AccessStore, Principal, Role
 from gateway.cli_common import CliError
 from gateway.cli_database import migrated_database_url
+from gateway.cli_signing import report_signing
 from gateway.settings import Settings
 
 
@@ -15,13 +22,28 @@ def _store() -> AccessStore:
     return AccessStore(migrated_database_url(Settings()))
 
 
+def _actor() -> Principal:
+    """`cli:tokens:<login name>` (as the OS reports it: informative, not authenticated)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no login name (e.g. a container's numeric user)
+        return DIRECT
+    return Principal(f"{DIRECT.name}:{user}"[:128], DIRECT.role)
+
+
+def _signed() -> None:
+    settings = Settings()
+    report_signing(settings, migrated_database_url(settings))
+
+
 def _create(args: argparse.Namespace) -> int:
     store = _store()
     try:
-        token = store.create(args.name, Role(args.role))
+        token = store.create(args.name, Role(args.role), actor=_actor())
     finally:
         store.close()
-    print(token)
+    print(token, flush=True)
+    _signed()
     return 0
 
 
@@ -39,11 +61,12 @@ def _list(args: argparse.Namespace) -> int:
 def _revoke(args: argparse.Namespace) -> int:
     store = _store()
     try:
-        if not store.revoke(args.name):
+        if not store.revoke(args.name, actor=_actor()):
             raise CliError(f"no active token named {args.name!r}")
     finally:
         store.close()
-    print(f"revoked {args.name}")
+    print(f"revoked {args.name}", flush=True)
+    _signed()
     return 0
 
 

@@ -38,6 +38,8 @@ class VerifyReport:
     unsigned_tail: int = 0
     tail_since: int | None = None
     receipt: str | None = None  # present | pruned | missing | invalid (with --since-checkpoint)
+    decisions: int = 0  # stored entries of each kind (they add up to `records` when intact)
+    config_changes: int = 0
 
     @property
     def ok(self) -> bool:
@@ -50,6 +52,13 @@ class VerifyReport:
         if not self.problems:
             return None
         return min(self.problems, key=lambda b: (b.seq is None, b.seq or 0))
+
+    def breakdown(self) -> str:
+        """`33 decisions, 5 configuration changes; 4 signed checkpoints`."""
+        return (
+            f"{self.decisions} decisions, {self.config_changes} configuration changes; "
+            f"{self.checkpoints} signed checkpoints"
+        )
 
     def summary(self) -> str:
         """`chain intact: N records` or `chain broken: <first problem>`."""
@@ -68,6 +77,9 @@ class VerifyReport:
             "first_seq": self.first_seq,
             "last_seq": self.last_seq,
             "head_seq": self.head_seq,
+            "decisions": self.decisions,
+            "config_changes": self.config_changes,
+            "breakdown": self.breakdown(),
             "checkpoints": self.checkpoints,
             "bridged_by_checkpoint_at": self.bridged_by,
             "unsigned_tail": self.unsigned_tail,

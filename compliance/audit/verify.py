@@ -11,11 +11,11 @@ from collections.abc import Iterator, Mapping
 from hashlib import sha256
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, func, select
 
 from compliance.audit import checkpoints as cps
 from compliance.audit.cadence import Tail, check_cadence, check_links, check_receipt
-from compliance.audit.canonical import GENESIS_HASH
+from compliance.audit.canonical import GENESIS_HASH, Kind
 from compliance.audit.entries import (
     Entry,
     iter_canonical,
@@ -26,7 +26,7 @@ from compliance.audit.entries import (
     sqlite_can_hash,
     unchained,
 )
-from compliance.audit.ledger import ChainHead, read_head
+from compliance.audit.ledger import TABLES, ChainHead, read_head
 from compliance.audit.report import Break, VerifyReport
 from compliance.audit.verify_parallel import precheck
 from compliance.store.base import transaction
@@ -349,6 +349,14 @@ class _Walk:
         )
 
 
+def _count(conn: Connection, kind: Kind, first: int | None, last: int | None) -> int:
+    """Stored entries of one kind in the chain's extent (one index range scan)."""
+    if first is None or last is None:
+        return 0
+    seq = TABLES[kind].c.chain_seq
+    return int(conn.execute(select(func.count()).where(seq >= first, seq <= last)).scalar_one())
+
+
 def verify(
     engine: Engine,
     keys: Mapping[str, Ed25519PublicKey],
@@ -376,6 +384,8 @@ def verify(
                 reached = walk.walk(first, last)
         walk.finish(first, reached, last)
         walk.signed(first, last, cadence, receipt, keys)
+        decisions = _count(conn, Kind.DECISION, first, last)
+        changes = _count(conn, Kind.CONFIG_CHANGE, first, last)
     return VerifyReport(
         records=walk.records,
         first_seq=first,
@@ -388,4 +398,6 @@ def verify(
         unsigned_tail=walk.tail.count,
         tail_since=walk.tail.since if walk.tail.count else None,
         receipt=walk.receipt,
+        decisions=decisions,
+        config_changes=changes,
     )

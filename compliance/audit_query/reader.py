@@ -9,7 +9,8 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
 
-from compliance.audit_query import report, search
+from compliance.audit_query import changes, report, search
+from compliance.audit_query.changes import ChangeFilter
 from compliance.audit_query.filters import DecisionFilter
 from compliance.store.engine import BEGIN_OPTION, create_store_engine
 from compliance.store.errors import StoreError, StoreUnavailable, translate_errors
@@ -24,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 class AuditReader:
-    """Searches and reports over `routing_decisions` (SQLite or PostgreSQL).
+    """Searches and reports over `routing_decisions`, and lists `config_changes` (SQLite or
+    PostgreSQL).
 
     Database errors surface as StoreUnavailable / StoreError; malformed filters or cursors as
     FilterError naming the field.
@@ -85,6 +87,28 @@ class AuditReader:
         """One record with every column, or None."""
         with self._read() as conn:
             return search.get(conn, decision_id)
+
+    def search_changes(
+        self, spec: ChangeFilter, limit: int, cursor: str | None = None
+    ) -> changes.ChangePage:
+        """One page of configuration changes matching `spec`, newest first, after `cursor`."""
+        with self._read() as conn:
+            return changes.search_changes(conn, spec, limit, cursor)
+
+    def get_change(self, change_id: int) -> dict[str, Any] | None:
+        """One configuration change with every column, or None."""
+        with self._read() as conn:
+            return changes.get_change(conn, change_id)
+
+    def entry_at(self, chain_seq: int) -> tuple[str, dict[str, Any]] | None:
+        """The chain entry at `chain_seq`: ("decision", record) or ("change", record); None if
+        there is none (never written, or pruned)."""
+        with self._read() as conn:
+            change = changes.change_at(conn, chain_seq)
+            if change is not None:
+                return "change", change
+            decision = search.at_chain_seq(conn, chain_seq)
+            return None if decision is None else ("decision", decision)
 
     def report(self, spec: DecisionFilter) -> report.Report:
         """Outcome counts, jurisdiction x region matrix, refusals and re-evaluation."""

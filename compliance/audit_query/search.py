@@ -104,7 +104,16 @@ def search(conn: Connection, spec: DecisionFilter, limit: int, cursor: str | Non
 
 def get(conn: Connection, decision_id: str) -> dict[str, Any] | None:
     """Every column of one record, or None."""
-    row = conn.execute(select(t).where(t.c.decision_id == decision_id)).mappings().first()
+    return _one(conn, t.c.decision_id == decision_id)
+
+
+def at_chain_seq(conn: Connection, chain_seq: int) -> dict[str, Any] | None:
+    """Every column of the record at this chain position, or None."""
+    return _one(conn, t.c.chain_seq == chain_seq)
+
+
+def _one(conn: Connection, where: ColumnElement[bool]) -> dict[str, Any] | None:
+    row = conn.execute(select(t).where(where)).mappings().first()
     if row is None:
         return None
     record = dict(row)

@@ -8,6 +8,7 @@ const COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b
 const NOT_PROCESSED = "not processed";
 const $ = (id) => document.getElementById(id);
 const state = { cursors: [null], page: 0, next: null, listRun: 0, reportRun: 0 };
+const changes = { cursors: [null], page: 0, next: null, run: 0 };
 
 function token() { return sessionStorage.getItem(TOKEN_KEY); }
 
@@ -122,16 +123,104 @@ async function showDecision(id) {
   }
 }
 
+// -- configuration changes -------------------------------------------------------------------
+
+function changeParams() {
+  const form = $("change-filters");
+  const params = new URLSearchParams();
+  for (const name of ["actor", "object_type", "object_id", "action"]) {
+    const value = form.elements[name].value.trim();
+    if (value) params.set(name, value);
+  }
+  for (const name of ["since", "until"]) {
+    const value = form.elements[name].value;
+    if (value) params.set(name, `${value}Z`);  // the inputs are read as UTC
+  }
+  params.set("limit", "50");
+  const cursor = changes.cursors[changes.page];
+  if (cursor) params.set("cursor", cursor);
+  return params;
+}
+
+function whatChanged(change) {
+  const fields = { create: "new", delete: "removed" }[change.action] || change.changed_fields.join(", ");
+  return fields || "–";
+}
+
+function changeRow(change) {
+  const tr = el("tr");
+  tr.appendChild(el("td", String(change.changed_at).replace("T", " ").slice(0, 23)));
+  const idCell = el("td");
+  const link = el("a", change.change_id);
+  link.href = "#";
+  link.dataset.change = change.change_id;
+  link.addEventListener("click", (event) => { event.preventDefault(); showChange(change.change_id); });
+  idCell.appendChild(link);
+  tr.appendChild(idCell);
+  tr.appendChild(el("td", `#${change.chain_seq}`));
+  tr.appendChild(el("td", change.actor));
+  tr.appendChild(el("td", change.role));
+  tr.appendChild(el("td", `${change.object_type} ${change.object_id}`));
+  tr.appendChild(el("td", change.action));
+  const what = el("td", whatChanged(change));
+  for (const fact of change.legal_facts_changed || []) what.appendChild(el("div", `legal: ${fact}`, "legal"));
+  tr.appendChild(what);
+  return tr;
+}
+
+async function loadChanges() {
+  const run = ++changes.run;
+  const page = await getJson(`/audit/changes?${changeParams()}`);
+  if (run !== changes.run) return;
+  const body = $("changes").tBodies[0];
+  body.replaceChildren(...page.changes.map(changeRow));
+  if (!page.changes.length) {
+    const empty = el("tr");
+    const cell = el("td", "No configuration changes match these filters.", "empty");
+    cell.colSpan = 8;
+    empty.appendChild(cell);
+    body.appendChild(empty);
+  }
+  changes.next = page.next_cursor;
+  $("changes-newer").disabled = changes.page === 0;
+  $("changes-older").disabled = !changes.next;
+  $("changes-info").textContent = `page ${changes.page + 1} · ${page.changes.length} shown`;
+}
+
+function searchChanges() {
+  changes.cursors = [null];
+  changes.page = 0;
+  $("change-detail").hidden = true;
+  return loadChanges().catch((error) => say(error.message, "error"));
+}
+
+async function showChange(id) {
+  try {
+    const change = await getJson(`/audit/changes/${encodeURIComponent(id)}`);
+    $("change-id").textContent = `${change.change_id} (chain #${change.chain_seq})`;
+    $("change-summary").textContent = change.summary;
+    $("change-lines").replaceChildren(...change.explanation_text.map((line) => el("li", line)));
+    $("change-json").textContent = JSON.stringify(change, null, 2);
+    $("change-detail").hidden = false;
+    $("change-detail").scrollIntoView({ block: "nearest" });
+  } catch (error) {
+    say(`Cannot show configuration change ${id}: ${error.message}`, "error");
+  }
+}
+
 // -- chain status -----------------------------------------------------------------------------
 
-async function loadChain() {
+async function loadChain(fresh = false) {
   const status = $("chain-status");
   status.textContent = "verifying…";
   status.className = "pending";
   try {
-    const chain = await getJson("/audit/chain/status");
+    // "Verify again" verifies now; otherwise a result up to a minute old is reused.
+    const chain = await getJson(`/audit/chain/status${fresh ? "?max_age=0" : ""}`);
     if (chain.ok) {
-      status.textContent = `Verified: ${chain.summary || `chain intact, ${chain.records} records`}`;
+      // What the two tables list adds up to the record count (checkpoints sign, not count).
+      const parts = chain.breakdown ? ` (${chain.breakdown})` : "";
+      status.textContent = `Verified: ${chain.summary || `chain intact, ${chain.records} records`}${parts}`;
       status.className = "ok";
     } else {
       const first = chain.first_break;
@@ -291,6 +380,7 @@ async function signIn(value) {
   $("app").hidden = false;
   say("");
   loadChain();
+  searchChanges();
   await search();
 }
 
@@ -314,7 +404,19 @@ document.addEventListener("DOMContentLoaded", () => {
     loadDecisions().catch((error) => say(error.message, "error"));
   });
   $("detail-close").addEventListener("click", () => { $("detail").hidden = true; });
-  $("chain-refresh").addEventListener("click", loadChain);
+  $("change-filters").addEventListener("submit", (event) => { event.preventDefault(); searchChanges(); });
+  $("change-filters").addEventListener("reset", () => setTimeout(searchChanges, 0));
+  $("changes-older").addEventListener("click", () => {
+    changes.cursors[changes.page + 1] = changes.next;
+    changes.page += 1;
+    loadChanges().catch((error) => say(error.message, "error"));
+  });
+  $("changes-newer").addEventListener("click", () => {
+    changes.page = Math.max(0, changes.page - 1);
+    loadChanges().catch((error) => say(error.message, "error"));
+  });
+  $("change-close").addEventListener("click", () => { $("change-detail").hidden = true; });
+  $("chain-refresh").addEventListener("click", () => { loadChain(true); searchChanges(); });
   $("export-csv").addEventListener("click", () => exportLog("csv"));
   $("export-jsonl").addEventListener("click", () => exportLog("jsonl"));
   if (token()) signIn(token());

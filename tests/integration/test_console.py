@@ -1,7 +1,8 @@
 """The auditors' web console in headless Chromium (Debian's `chromium`, driven by Playwright).
 
 Signs in with an auditor token, filters, pages, opens decisions, reads their explanation and
-trace id, sees the chain status and the jurisdiction x region chart, and screenshots the page.
+trace id, sees the chain status and the jurisdiction x region chart, and screenshots the page;
+lists and opens configuration changes, whose count and the decisions' add up to the chain's.
 """
 
 from __future__ import annotations
@@ -15,8 +16,11 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from compliance.audit_query.changes import parse_change_filter
+from compliance.audit_query.reader import AuditReader
 from compliance.store.access_store import AccessStore, Role
 from regions.simulator.fleet import SimulatorFleet
+from tests.integration.admin_support import Admin
 from tests.integration.conftest import (
     ACME_KEY,
     CHAT,
@@ -101,6 +105,7 @@ def console(
         store = AccessStore(gateway.database_url)
         try:
             token = store.create("console-auditor", Role.AUDITOR)
+            admin = store.create("console-admin", Role.ADMIN)
         finally:
             store.close()
         state = Console(gateway, token)
@@ -109,6 +114,15 @@ def console(
                 state.send(ip, headers, key)
         for decision in state.decisions:
             gateway.record(decision["id"])
+        # Configuration changes after the traffic (they join the same chain).
+        changed = Admin(gateway, admin)("PATCH", "/regions/in-mumbai", {"weight": 80})
+        assert changed.status_code == 200, changed.text
+        store = AccessStore(gateway.database_url)
+        try:
+            store.create("console-temporary", Role.OPERATOR)
+            assert store.revoke("console-temporary")
+        finally:
+            store.close()
         yield state
 
 
@@ -244,6 +258,54 @@ def test_auditor_uses_the_console(page: Page, console: Console, tmp_path: Path) 
     page.click("#logout")
     expect(page.locator("#app")).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('rg-audit-token')") is None
+
+
+def _changes(console: Console, **filters: str) -> list[dict[str, Any]]:
+    reader = AuditReader(console.gateway.database_url)
+    try:
+        return reader.search_changes(parse_change_filter(**filters), 1000).changes
+    finally:
+        reader.close()
+
+
+def test_configuration_changes_are_listed_and_add_up(page: Page, console: Console) -> None:
+    changes = _changes(console)
+    assert len(changes) == 5  # 3 tokens created, 1 revoked, 1 region changed
+    _sign_in(page, console.token)
+    rows = page.locator("#changes tbody tr")
+    expect(rows).to_have_count(len(changes))
+    expect(rows.first.locator("a")).to_have_text(str(changes[0]["change_id"]))
+    expect(rows.first).to_contain_text("token console-temporary")
+
+    # The chain card counts what the two tables list (verified now, not a cached result).
+    page.click("#chain-refresh")
+    status = page.locator("#chain-status")
+    pattern = re.compile(
+        r"^Verified: chain intact: (\d+) records \((\d+) decisions, (\d+) configuration "
+        r"changes; \d+ signed checkpoints\)$"
+    )
+    expect(status).to_have_text(pattern)
+    match = pattern.match(status.inner_text())
+    assert match is not None
+    records, decisions, configuration = (int(n) for n in match.groups())
+    assert (decisions, configuration) == (len(console.decisions), len(changes))
+    assert records == decisions + configuration
+
+    # One change in detail: who, role, before -> after.
+    region = next(c for c in changes if c["object_type"] == "region")
+    page.locator(f"#changes a[data-change='{region['change_id']}']").click()
+    expect(page.locator("#change-detail")).to_be_visible()
+    expect(page.locator("#change-summary")).to_have_text(
+        "region in-mumbai updated by console-admin (admin): weight"
+    )
+    expect(page.locator("#change-lines li", has_text="weight: ")).to_have_text("weight: 100 → 80")
+    expect(page.locator("#change-json")).not_to_contain_text("rgo_")
+
+    # Filter: token revocations only.
+    page.select_option("#change-filters select[name=action]", "revoke")
+    page.click("#change-filters button[type=submit]")
+    expect(rows).to_have_count(len(_changes(console, action="revoke")))
+    expect(rows.first).to_contain_text("revoked_at")
 
 
 def _segments(console: Console) -> int:
