@@ -7,7 +7,6 @@ import base64
 import json
 import math
 import struct
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -313,22 +312,44 @@ async def test_stats_and_hang(client: Client) -> None:
     assert resp.status == 200
 
 
-async def test_latency_shaping() -> None:
+class _VirtualTime:
+    """The simulator's view of `asyncio` with a clock that only its own sleeps move: pacing is
+    checked as the waits it asks for, not by timing it."""
+
+    CancelledError = asyncio.CancelledError
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    async def sleep(self, delay: float) -> None:
+        self.sleeps.append(round(delay, 9))
+        self.now += delay
+        await asyncio.sleep(0)
+
+    def get_running_loop(self) -> _VirtualTime:
+        return self
+
+    def time(self) -> float:
+        return self.now
+
+
+async def test_latency_shaping(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _VirtualTime()
+    monkeypatch.setattr("regions.simulator.server.asyncio", clock)
     behaviour = Behaviour(ttft_ms=60, tokens_per_second=100, completion_tokens=5)
     app = create_app(SimulatorConfig(region_id=REGION, behaviour=behaviour))
     async with TestClient(TestServer(app)) as slow:
-        started = time.perf_counter()
         resp = await slow.post(CHAT, json=_chat(stream=True))
-        first_chunk_at = None
-        async for line in resp.content:
-            if first_chunk_at is None and line.startswith(b"data: "):
-                first_chunk_at = time.perf_counter() - started
-        total = time.perf_counter() - started
-        assert first_chunk_at is not None and first_chunk_at >= 0.055
-        assert total >= 0.055 + 4 * 0.01 - 0.005
-        started = time.perf_counter()
+        chunks = [line async for line in resp.content if line.startswith(b"data: ")]
+        assert len(chunks) >= 5
+        # The first token after the time to first token, then one every 1/100 s.
+        assert clock.sleeps[0] == pytest.approx(0.06)
+        assert clock.sleeps[1:] == pytest.approx([0.01] * (len(clock.sleeps) - 1))
+        assert sum(clock.sleeps) == pytest.approx(behaviour.generation_time(5))
+        clock.sleeps.clear()
         assert (await slow.post(CHAT, json=_chat())).status == 200
-        assert time.perf_counter() - started >= 0.095
+        assert clock.sleeps == [pytest.approx(0.06 + 4 * 0.01)]
 
 
 def test_cli_flags_build_config() -> None:
