@@ -14,8 +14,12 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway import admin_api, audit_api, audit_chain_api
-from gateway.asgi import ASGIApp, JsonResponse, Receive, Scope, Send, openai_error, send_json
+from gateway.api import admin as admin_api
+from gateway.api import audit as audit_api
+from gateway.api import audit_chain as audit_chain_api
+from gateway.http.asgi import ASGIApp, JsonResponse, Receive, Scope, Send, openai_error, send_json
+from gateway.http.proxy import INFERENCE_PATHS, InferenceProxy, UpstreamStreamBroken
+from gateway.http.relay import declared_length, read_body
 from gateway.intake import (
     MAX_IP_CHARS,
     MAX_MODEL_CHARS,
@@ -24,8 +28,6 @@ from gateway.intake import (
     new_request_id,
     parse_explain_body,
 )
-from gateway.proxy import INFERENCE_PATHS, InferenceProxy, UpstreamStreamBroken
-from gateway.relay import declared_length, read_body
 from gateway.routing.decide import decide
 from gateway.runtime import GatewayRuntime, PolicyNotLoaded
 from regions.catalog import RegionStatus

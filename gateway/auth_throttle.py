@@ -21,10 +21,10 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.asgi import Scope
+from gateway.http.asgi import Scope
 from gateway.intake import RequestRejected
 
-logger = logging.getLogger("gateway.access")
+logger = logging.getLogger("gateway.api.access")
 
 UNKNOWN_ADDRESS = "unknown"
 

@@ -17,8 +17,8 @@ import orjson
 from compliance.jurisdictions import DataClass
 from compliance.model import Tenant
 from compliance.snapshot import PolicySnapshot
-from gateway.asgi import Scope, header_joined
-from gateway.client_address import TrustedProxies, resolve_client_ip
+from gateway.http.asgi import Scope, header_joined
+from gateway.http.client_address import TrustedProxies, resolve_client_ip
 from gateway.routing.facts import RequestFacts
 from regions.geo import is_country_code
 from regions.geoip import GeoIpLocator

@@ -23,17 +23,17 @@ from compliance.store.routing_log_store import RoutingLogStore
 from gateway.audit_setup import audit_chain, routing_log_writer
 from gateway.auth_throttle import AuthGuard, AuthThrottle
 from gateway.bootstrap import hmac_key, prepare_database
-from gateway.client_address import TrustedProxies
-from gateway.inflight import InFlight
+from gateway.http.client_address import TrustedProxies
+from gateway.http.inflight import InFlight
+from gateway.http.upstream import AiohttpUpstream, UpstreamClient, UpstreamTimeouts
+from gateway.http.upstream_h1 import H1Upstream
 from gateway.intake import FactsBuilder
-from gateway.metrics import GatewayMetrics, RuntimeGauges
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.settings import Settings
 from gateway.snapshot_cache import SnapshotCache
-from gateway.telemetry import build_tracer_provider
-from gateway.tracing import DataPathTracer
-from gateway.upstream import AiohttpUpstream, UpstreamClient, UpstreamTimeouts
-from gateway.upstream_h1 import H1Upstream
+from gateway.telemetry.metrics import GatewayMetrics, RuntimeGauges
+from gateway.telemetry.setup import build_tracer_provider
+from gateway.telemetry.tracing import DataPathTracer
 from regions.geoip import GeoIpLocator, bundled_database_path
 from regions.health import HealthTracker, HealthView
 from regions.prober import HealthProber

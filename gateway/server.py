@@ -15,10 +15,9 @@ from pydantic import ValidationError
 
 from compliance.snapshot import PolicySnapshot
 from compliance.store.policy_store import PolicyStore, StoreUnavailable
-from gateway import http_limits
-from gateway.asgi import ASGIApp
 from gateway.bootstrap import prepare_database
-from gateway.fast_paths import log_fast_paths
+from gateway.http import limits as http_limits
+from gateway.http.asgi import ASGIApp
 from gateway.runtime import GatewayRuntime
 from gateway.settings import ENV_PREFIX, Settings, setting_error
 from gateway.simulator_ports import (
@@ -28,6 +27,7 @@ from gateway.simulator_ports import (
     loopback_port,
 )
 from gateway.snapshot_cache import SnapshotCache
+from gateway.telemetry.fast_paths import log_fast_paths
 from regions.simulator.fleet import SimulatorFleet, SimulatorSpec, SimulatorStartError
 
 logger = logging.getLogger(__name__)
@@ -181,9 +181,9 @@ def _run(settings: Settings, simulator_ports: SimulatorPorts | None) -> None:
             port=settings.port,
             workers=settings.workers,
             loop="uvloop",
-            http="gateway.http_protocol:CoalescingHttpToolsProtocol",
+            http="gateway.http.protocol:CoalescingHttpToolsProtocol",
             access_log=False,
-            proxy_headers=False,  # X-Forwarded-For is judged by gateway.client_address only
+            proxy_headers=False,  # X-Forwarded-For is judged by gateway.http.client_address only
             log_level="info",
             timeout_graceful_shutdown=10,
         )

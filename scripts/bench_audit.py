@@ -10,7 +10,7 @@
    exactly as the gateway writes it, then verified in one process and with one worker process
    per CPU (what `gateway audit verify` uses); best of two runs each.
 3. CPU per routing record, the figure that limits a one-core gateway (issue 5): records made
-   by the real routing core and `gateway.records.routing_record` are logged in strict mode at a
+   by the real routing core and `gateway.http.records.routing_record` are logged in strict mode at a
    fixed rate on uvloop, as the data path does (spool, fsync, batched SQLite writes, checkpoint
    job off); the event-loop thread's CPU and the rest of the process's (spool and database
    threads, their kernel time included) are measured, minus a run that only paces the same
@@ -46,7 +46,7 @@ from compliance.routing_log import RoutingLogWriter  # noqa: E402
 from compliance.store.engine import create_store_engine  # noqa: E402
 from compliance.store.migrate import upgrade  # noqa: E402
 from compliance.store.routing_log_store import RoutingLogStore  # noqa: E402
-from gateway.records import Attempt, routing_record  # noqa: E402
+from gateway.http.records import Attempt, routing_record  # noqa: E402
 from gateway.routing.decide import decide  # noqa: E402
 from gateway.routing.decision import Decision  # noqa: E402
 from gateway.routing.facts import RequestFacts  # noqa: E402

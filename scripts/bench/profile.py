@@ -13,7 +13,7 @@ REPO_PACKAGES = ("gateway", "compliance", "regions")
 # Frames under which everything runs: they say nothing about where the time goes.
 _ROOT_FRAMES = (
     "<frozen runpy>:",
-    "gateway/cli.py:",
+    "gateway/cli/commands.py:",
     "gateway/server.py:serve",
     "uvicorn/main.py:run",
     "uvicorn/server.py:Server.run",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.client_address import TrustedProxies, resolve_client_ip
+from gateway.http.client_address import TrustedProxies, resolve_client_ip
 
 TRUSTED = TrustedProxies(["10.0.0.0/8", "192.168.1.0/24", "203.0.113.7", "2001:db8:ffff::/48"])
 

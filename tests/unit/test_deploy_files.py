@@ -19,7 +19,7 @@ from pydantic import AliasChoices
 from sqlalchemy.engine import make_url
 from starlette.testclient import TestClient
 
-import gateway.telemetry
+import gateway.telemetry.setup
 from gateway.app import create_app
 from gateway.cli import build_parser
 from gateway.runtime import GatewayRuntime
@@ -346,7 +346,7 @@ def test_gateway_sends_traces_to_the_collectors_otlp_http_receiver() -> None:
     env = _container_env(_container(_one("Deployment", "gateway"), "gateway"))
     assert env["OTEL_TRACES_EXPORTER"] == "otlp"
     # The gateway builds the OTLP/HTTP exporter, so the endpoint must be the HTTP receiver.
-    exporter = gateway.telemetry._exporter("otlp")
+    exporter = gateway.telemetry.setup._exporter("otlp")
     assert isinstance(exporter, OTLPSpanExporter)
     exporter.shutdown()
     assert env.get("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf") == "http/protobuf"

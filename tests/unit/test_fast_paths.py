@@ -6,8 +6,8 @@ import logging
 
 import pytest
 
-from gateway import fast_paths
-from gateway.span_export import DataPathSpanExporter
+from gateway.telemetry import fast_paths
+from gateway.telemetry.span_export import DataPathSpanExporter
 
 
 def test_this_installation_runs_every_fast_path() -> None:
@@ -26,7 +26,7 @@ def test_an_exporter_without_its_client_is_reported_as_a_fallback(
         del self._client
 
     monkeypatch.setattr(DataPathSpanExporter, "__init__", without_client)
-    with caplog.at_level(logging.INFO, logger="gateway.fast_paths"):
+    with caplog.at_level(logging.INFO, logger="gateway.telemetry.fast_paths"):
         fast_paths.log_fast_paths()
     assert fast_paths.fast_paths()["span encoder"].startswith("fallback: ")
     (record,) = caplog.records

@@ -12,10 +12,10 @@ import pytest
 import uvicorn
 from uvicorn.server import ServerState
 
-from gateway import http_limits
-from gateway.asgi import Receive, Scope, Send, send_json
-from gateway.http_limits import HttpLimits, connection_cap
-from gateway.http_protocol import CoalescingHttpToolsProtocol
+from gateway.http import limits as http_limits
+from gateway.http.asgi import Receive, Scope, Send, send_json
+from gateway.http.limits import HttpLimits, connection_cap
+from gateway.http.protocol import CoalescingHttpToolsProtocol
 
 HEADER_LIMIT = 256
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from gateway.http_protocol import CoalescingTransport
+from gateway.http.protocol import CoalescingTransport
 
 
 class _RecordingTransport:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gateway.metrics import GatewayMetrics, RuntimeGauges
+from gateway.telemetry.metrics import GatewayMetrics, RuntimeGauges
 
 
 def _metrics() -> GatewayMetrics:

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from gateway.relay import NothingRelayed, relay
-from gateway.upstream import FailureKind, UpstreamError
+from gateway.http.relay import NothingRelayed, relay
+from gateway.http.upstream import FailureKind, UpstreamError
 
 
 class _Answer:

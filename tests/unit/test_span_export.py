@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace.export import SpanExportResult
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from gateway import span_export
-from gateway.span_export import DataPathSpanExporter, SpanEncoder, encode_value
+from gateway.telemetry import span_export
+from gateway.telemetry.span_export import DataPathSpanExporter, SpanEncoder, encode_value
 
 RESOURCE = Resource.create({"service.name": "residency-gateway", "deployment": "test"})
 OTHER_RESOURCE = Resource.create({"service.name": "other"})
@@ -217,7 +217,7 @@ def test_encoding_a_large_batch_offers_the_gil_every_few_spans(
     timed: how long the loop waits is the benchmark's business."""
     batch = [_span(n, attributes={"residency.decision_id": f"d-{n}"}) for n in range(6000)]
     offers: list[float] = []
-    monkeypatch.setattr("gateway.span_export.time.sleep", offers.append)
+    monkeypatch.setattr("gateway.telemetry.span_export.time.sleep", offers.append)
 
     request = SpanEncoder({"residency.decision_id"}).request(batch)
 

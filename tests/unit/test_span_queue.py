@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 
 from gateway.settings import Settings
-from gateway.telemetry import SPAN_QUEUE_SIZE, build_tracer_provider
+from gateway.telemetry.setup import SPAN_QUEUE_SIZE, build_tracer_provider
 
 
 class StalledExporter(SpanExporter):

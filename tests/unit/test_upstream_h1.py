@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from gateway.upstream import (
+from gateway.http.upstream import (
     AiohttpUpstream,
     FailureKind,
     UpstreamClient,
@@ -20,7 +20,7 @@ from gateway.upstream import (
     UpstreamResponse,
     UpstreamTimeouts,
 )
-from gateway.upstream_h1 import H1Upstream
+from gateway.http.upstream_h1 import H1Upstream
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], "asyncio.Future[None] | object"]
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"

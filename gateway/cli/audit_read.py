@@ -1,5 +1,5 @@
 """`gateway audit search | show | report`: read the routing log straight from the database
-(configuration changes: gateway.cli_audit_changes).
+(configuration changes: gateway.cli.audit_changes).
 
 Meant for a compliance officer on an admin host: it needs only the database URL from the
 settings (GATEWAY_DATABASE_URL or GATEWAY_DATA_DIR), not a running gateway.
@@ -15,9 +15,9 @@ import orjson
 from compliance.audit_query.explain import decision_document
 from compliance.audit_query.filters import FilterError, parse_filter, parse_limit
 from compliance.audit_query.reader import AuditReader
-from gateway.cli_audit_changes import show_entry
-from gateway.cli_common import CliError
-from gateway.cli_database import migrated_database_url
+from gateway.cli.audit_changes import show_entry
+from gateway.cli.common import CliError
+from gateway.cli.database import migrated_database_url
 from gateway.settings import Settings
 
 _FILTERS = (

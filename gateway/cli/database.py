@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compliance.store.engine import sqlite_file
 from compliance.store.migrate import current_revision, head_revision
-from gateway.cli_common import CliError
+from gateway.cli.common import CliError
 from gateway.settings import Settings, setting_origin
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from gateway.cli_common import CliError
+from gateway.cli.common import CliError
 from gateway.settings import Settings
 
 TIMEOUT_S = 10.0

@@ -17,8 +17,8 @@ from compliance.audit_query.changes import FILTER_NAMES, change_document, parse_
 from compliance.audit_query.explain import decision_document
 from compliance.audit_query.filters import FilterError, parse_limit
 from compliance.audit_query.reader import AuditReader
-from gateway.cli_common import CliError
-from gateway.cli_database import migrated_database_url
+from gateway.cli.common import CliError
+from gateway.cli.database import migrated_database_url
 from gateway.settings import Settings
 
 _HELP = {

@@ -30,8 +30,8 @@ from compliance.audit.service import AuditChain
 from compliance.audit.verify_export import ExportFormatError, verify_export
 from compliance.store.engine import create_store_engine
 from gateway.audit_setup import cadence, signing_key
-from gateway.cli_common import CliError
-from gateway.cli_database import migrated_database_url, where_from
+from gateway.cli.common import CliError
+from gateway.cli.database import migrated_database_url, where_from
 from gateway.settings import Settings
 
 

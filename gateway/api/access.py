@@ -24,7 +24,7 @@ from gateway.routing.snapshot import RoutingSnapshot
 if TYPE_CHECKING:
     from gateway.runtime import GatewayRuntime
 
-logger = logging.getLogger("gateway.access")
+logger = logging.getLogger("gateway.api.access")
 
 READ_AUDIT = frozenset({Role.AUDITOR, Role.ADMIN})
 WRITE_REGIONS = frozenset({Role.ADMIN, Role.OPERATOR})

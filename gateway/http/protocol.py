@@ -4,12 +4,12 @@ one `send()` system call instead of two.
 uvicorn writes the status line and headers as soon as the app sends `http.response.start`, and
 the body with each `http.response.body`. A `send()` on loopback that wakes the peer costs ~30 µs
 of CPU on this hardware (py-spy: ~13% of the event loop's samples were these writes), and a
-proxied answer is mostly one header block and one body chunk (`gateway.relay` sends them back to
-back). So a write is held until the next one or the end of the event-loop turn, whichever comes
-first, and the two leave together. A stream's header block still leaves in the turn it was sent,
-and every later write is written at once.
+proxied answer is mostly one header block and one body chunk (`gateway.http.relay` sends them
+back to back). So a write is held until the next one or the end of the event-loop turn,
+whichever comes first, and the two leave together. A stream's header block still leaves in the
+turn it was sent, and every later write is written at once.
 
-The protocol also bounds what one client connection may cost (`gateway.http_limits`): the size
+The protocol also bounds what one client connection may cost (`gateway.http.limits`): the size
 and arrival time of the request header block (431, 408), the gap between request body chunks
 (408), and the number of open connections per worker (503). Those answers, and the answer to
 malformed HTTP (400), carry the gateway's JSON error shape and close the connection.
@@ -27,8 +27,8 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
-from gateway import http_limits
-from gateway.asgi import openai_error
+from gateway.http import limits as http_limits
+from gateway.http.asgi import openai_error
 
 logger = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """HTTP endpoints of the audit chain: public key, chain status (verify), signed exports.
 
-All need an operator token with role auditor or admin (gateway.access.READ_AUDIT).
+All need an operator token with role auditor or admin (gateway.api.access.READ_AUDIT).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from compliance.audit.export import FORMATS, parse_instant
 from compliance.store.access_store import Principal
 from compliance.store.errors import StoreError, StoreUnavailable
-from gateway.access import READ_AUDIT, role_gate
+from gateway.api.access import READ_AUDIT, role_gate
 from gateway.intake import RequestRejected
 
 if TYPE_CHECKING:

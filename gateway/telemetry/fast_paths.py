@@ -15,7 +15,7 @@ import uvicorn
 logger = logging.getLogger(__name__)
 
 TESTED_UVICORN = "0.55."
-"""The uvicorn release line `gateway.http_protocol` was tested against (pyproject pins it)."""
+"""The uvicorn release line `gateway.http.protocol` was tested against (pyproject pins it)."""
 
 
 def _event_loop() -> str:
@@ -34,7 +34,7 @@ def _http_protocol() -> str:
 
 
 def _span_encoder() -> str:
-    from gateway.span_export import DataPathSpanExporter
+    from gateway.telemetry.span_export import DataPathSpanExporter
 
     exporter = DataPathSpanExporter()
     if getattr(exporter, "_client", None) is None:

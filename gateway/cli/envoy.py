@@ -11,7 +11,7 @@ import orjson
 import yaml
 
 from compliance.snapshot import PolicySnapshot
-from gateway.cli_database import migrated_database_url
+from gateway.cli.database import migrated_database_url
 from gateway.settings import Settings
 
 if TYPE_CHECKING:

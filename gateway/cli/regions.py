@@ -20,8 +20,8 @@ import orjson
 
 from compliance.store.admin_documents import READ_ONLY_FIELDS, region_document
 from compliance.store.catalog_file import load_catalog
-from gateway.admin_client import AdminClient, AdminError
-from gateway.cli_common import CliError
+from gateway.cli.admin_client import AdminClient, AdminError
+from gateway.cli.common import CliError
 from regions.catalog import RegionStatus
 
 EXIT_WAIT_EXPIRED = 3

@@ -1,7 +1,7 @@
 """Limits the HTTP server enforces on every client connection, and the file descriptors they need.
 
 The values come from `Settings`; `install` runs in each worker (from the app factory) before the
-server accepts connections, and `gateway.http_protocol` reads them with `current`.
+server accepts connections, and `gateway.http.protocol` reads them with `current`.
 """
 
 from __future__ import annotations

@@ -43,10 +43,10 @@ from compliance.store.admin_ops import (
 )
 from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable
 from compliance.store.region_facts import LegalFactsForbidden
-from gateway.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, role_gate
-from gateway.asgi import JsonResponse
+from gateway.api.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, role_gate
+from gateway.http.asgi import JsonResponse
+from gateway.http.relay import declared_length, read_body
 from gateway.intake import RequestRejected
-from gateway.relay import declared_length, read_body
 from gateway.runtime import GatewayRuntime
 from regions.catalog import Region
 from regions.health import HealthTracker

@@ -6,7 +6,7 @@ objects (locks, attribute cleaning, context switches) cost ~12 µs each on this 
 every span here is known complete when it is recorded, so it is built once as a `ReadableSpan`
 (the value exporters receive) and given to the processor. Sampling still goes through the
 provider's sampler (ParentBased by default), and W3C trace context is read from and written to
-headers. Export is batched; `gateway.span_export` encodes OTLP batches cheaply.
+headers. Export is batched; `gateway.telemetry.span_export` encodes OTLP batches cheaply.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ Attributes = dict[str, AttributeValue]
 UNIQUE_ATTRIBUTES = frozenset(
     {"residency.decision_id", "residency.locate_ns", "residency.policy_ns", "residency.select_ns"}
 )
-"""Span attributes whose values rarely repeat between requests (see gateway.span_export)."""
+"""Span attributes whose values rarely repeat between requests (see telemetry.span_export)."""
 
 
 def parse_traceparent(value: str | None) -> SpanContext | None:

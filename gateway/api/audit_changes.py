@@ -19,7 +19,7 @@ from compliance.audit_query.changes import (
 from compliance.audit_query.filters import FilterError, parse_limit
 from compliance.audit_query.reader import AuditReader
 from compliance.store.access_store import Principal
-from gateway.audit_http import bad_filter, read_off_loop, refuse_unknown
+from gateway.api.audit_http import bad_filter, read_off_loop, refuse_unknown
 from gateway.intake import RequestRejected
 
 _PARAMS = frozenset(FILTER_NAMES) | {"limit", "cursor"}

@@ -10,15 +10,15 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from gateway.cli_common import CliError
+from gateway.cli.common import CliError
 
 _MODULE_COMMANDS = {
-    "tokens": ("gateway.cli_tokens", "operator tokens for admin and audit APIs"),
-    "regions": ("gateway.cli_regions", "manage regions through the admin API"),
-    "tenants": ("gateway.cli_tenants", "tenant API keys"),
-    "envoy": ("gateway.cli_envoy", "the Envoy data plane: translate, bootstrap"),
+    "tokens": ("gateway.cli.tokens", "operator tokens for admin and audit APIs"),
+    "regions": ("gateway.cli.regions", "manage regions through the admin API"),
+    "tenants": ("gateway.cli.tenants", "tenant API keys"),
+    "envoy": ("gateway.cli.envoy", "the Envoy data plane: translate, bootstrap"),
 }
-_AUDIT_MODULES = ("gateway.cli_audit", "gateway.cli_audit_read", "gateway.cli_audit_changes")
+_AUDIT_MODULES = ("gateway.cli.audit", "gateway.cli.audit_read", "gateway.cli.audit_changes")
 _USER_ERRORS = (
     "compliance.store.catalog_file:CatalogError",
     "regions.geoip:GeoIpError",
@@ -100,7 +100,7 @@ def _serve_demo(args: argparse.Namespace) -> int:
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from gateway import cli_explain
+    from gateway.cli import explain as cli_explain
 
     return cli_explain.run(args)
 

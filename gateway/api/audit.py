@@ -1,7 +1,7 @@
 """Audit read API for auditors and admins: search, one decision explained, period reports,
-configuration changes (gateway.audit_changes_api).
+configuration changes (gateway.api.audit_changes).
 
-Every endpoint requires an operator token with role auditor or admin (gateway.access);
+Every endpoint requires an operator token with role auditor or admin (gateway.api.access);
 tenant API keys are refused. Also serves the auditors' web console (static files).
 """
 
@@ -23,15 +23,15 @@ from compliance.audit_query.filters import (
 )
 from compliance.audit_query.reader import AuditReader
 from compliance.store.access_store import Principal
-from gateway import audit_changes_api
-from gateway.access import READ_AUDIT, role_gate
-from gateway.audit_http import bad_filter, read_off_loop, refuse_unknown
+from gateway.api import audit_changes as audit_changes_api
+from gateway.api.access import READ_AUDIT, role_gate
+from gateway.api.audit_http import bad_filter, read_off_loop, refuse_unknown
 from gateway.intake import RequestRejected
 
 if TYPE_CHECKING:
     from gateway.runtime import GatewayRuntime
 
-CONSOLE_DIR = Path(__file__).resolve().parent / "console"
+CONSOLE_DIR = Path(__file__).resolve().parents[1] / "console"
 FILTER_PARAMS = frozenset(
     {
         "since",

@@ -1,6 +1,6 @@
 """A lean HTTP/1.1 upstream client: asyncio protocol + httptools parser, pooled keep-alive.
 
-It implements the same small port as gateway.upstream (UpstreamClient / UpstreamResponse) at a
+It implements the same small port as gateway.http.upstream (UpstreamClient / UpstreamResponse) at a
 fraction of a general-purpose client's CPU per request: one pre-built request buffer, a C
 parser, no per-request tasks or timeout objects beyond one timer. Errors are translated here
 into UpstreamError, once.
@@ -19,14 +19,14 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from gateway.upstream import (
+from gateway.http.upstream import (
     DROPPED_RESPONSE_HEADERS,
     FailureKind,
     UpstreamError,
     UpstreamResponse,
     UpstreamTimeouts,
 )
-from gateway.upstream_pool import ConnectionPool
+from gateway.http.upstream_pool import ConnectionPool
 
 _PAUSE_AT = 1 << 20  # buffered body bytes before reading from the region is paused
 _IDLE_PER_ORIGIN = 256

@@ -22,8 +22,8 @@ def _exporter(kind: str) -> SpanExporter | None:
         return ConsoleSpanExporter()
     if kind == "otlp":
         # The SDK's OTLP/HTTP exporter reads OTEL_EXPORTER_OTLP_* (endpoint, headers) itself.
-        from gateway.span_export import DataPathSpanExporter
-        from gateway.tracing import UNIQUE_ATTRIBUTES
+        from gateway.telemetry.span_export import DataPathSpanExporter
+        from gateway.telemetry.tracing import UNIQUE_ATTRIBUTES
 
         return DataPathSpanExporter(UNIQUE_ATTRIBUTES)
     return None

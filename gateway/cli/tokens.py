@@ -2,7 +2,7 @@
 
 Creating and revoking are configuration changes: each joins the audit chain in the token's own
 transaction (actor `cli:tokens:<OS user>`), and the chain head is then signed if this host
-holds the signing key (gateway.cli_signing).
+holds the signing key (gateway.cli.signing).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import getpass
 from typing import Any
 
 from compliance.store.access_store import DIRECT, AccessStore, Principal, Role
-from gateway.cli_common import CliError
-from gateway.cli_database import migrated_database_url
-from gateway.cli_signing import report_signing
+from gateway.cli.common import CliError
+from gateway.cli.database import migrated_database_url
+from gateway.cli.signing import report_signing
 from gateway.settings import Settings
 
 

@@ -12,7 +12,7 @@ import asyncio
 from collections import deque
 from typing import Generic, Protocol, TypeVar
 
-from gateway.upstream import FailureKind, UpstreamError
+from gateway.http.upstream import FailureKind, UpstreamError
 
 
 class PooledConnection(Protocol):

@@ -6,9 +6,9 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
-from gateway.asgi import RawHeaders, Receive, Scope, Send
+from gateway.http.asgi import RawHeaders, Receive, Scope, Send
+from gateway.http.upstream import UpstreamError, UpstreamResponse
 from gateway.intake import RequestRejected
-from gateway.upstream import UpstreamError, UpstreamResponse
 
 
 class NothingRelayed(Exception):
@@ -62,7 +62,7 @@ async def relay(
     durable there: no client holds a complete answer whose record could still be lost).
     An answer of known length is held until its first chunk: if that is the whole body (the
     usual case), start and body are sent back to back after `before_end`, and the server
-    writes them in one go (gateway.http_protocol). If the region breaks off before that first
+    writes them in one go (gateway.http.protocol). If the region breaks off before that first
     chunk, NothingRelayed says the client has received nothing (another region may answer).
     Returns when the first body chunk arrived (perf_counter seconds).
     """

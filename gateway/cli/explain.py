@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import orjson
 
 from compliance.store.policy_store import PolicyStore
-from gateway.cli_common import CliError
-from gateway.cli_database import migrated_database_url
+from gateway.cli.common import CliError
+from gateway.cli.database import migrated_database_url
 from gateway.explain_text import explain_text
 from gateway.intake import (
     RequestRejected,

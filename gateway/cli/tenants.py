@@ -18,8 +18,8 @@ from compliance.snapshot import hash_api_key
 from compliance.store.access_store import Principal, Role
 from compliance.store.admin_ops import TENANTS, AdminOps
 from compliance.store.policy_store import PolicyStore
-from gateway.cli_database import migrated_database_url
-from gateway.cli_signing import report_signing
+from gateway.cli.database import migrated_database_url
+from gateway.cli.signing import report_signing
 from gateway.settings import Settings
 
 CLI_ACTOR = Principal("cli:tenants-keys-create", Role.ADMIN)

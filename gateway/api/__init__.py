@@ -1,0 +1,1 @@
+"""The admin and audit HTTP APIs and their access checks."""

@@ -1,0 +1,2 @@
+"""The Python data path: the HTTP server protocol, the inference proxy and the upstream
+clients."""

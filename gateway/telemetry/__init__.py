@@ -1,0 +1,1 @@
+"""Traces, span export, metrics and the start-up report of fast paths."""
