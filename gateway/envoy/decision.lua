@@ -1,8 +1,10 @@
 -- The residency decision inside Envoy: look up, intersect, rank. No policy logic lives here.
 --
--- The control plane (gateway/envoy/tables.py) evaluates the policy and pushes the results as
--- metadata of the fail-closed catch-all route ("envoy.filters.http.lua": {version, tables}).
--- This filter strips client-sent internal headers, validates the routing headers like
+-- The control plane (gateway/envoy/tables.py) evaluates the policy and pushes the results as a
+-- Lua table literal, `TABLES`, prepended to this code in the per-route Lua configuration of the
+-- fail-closed catch-all route (RDS): Envoy compiles it once per worker and policy version. (As
+-- route metadata instead, Envoy converted the whole tables on every request: 2x the cost.)
+-- The header_mutation filter in front strips client-sent internal headers; this one validates the routing headers like
 -- gateway/intake.py, finds the tenant by the SHA-256 of its API key (native OpenSSL through
 -- LuaJIT's FFI: nothing hand-written), intersects the pushed masks, ranks the allowed regions
 -- by distance and sets the selector header the region routes match on.
@@ -45,23 +47,6 @@ local function sha256_hex(text)
     hex_parts[i + 1] = HEX[digest[i]]
   end
   return table.concat(hex_parts, "", 1, 32)
-end
-
--- Tables converted from the route metadata once per worker and policy version.
-local current_version = nil
-local current = nil
-
-local function tables_for(h)
-  local metadata = h:metadata()
-  local version = metadata:get("version")
-  if version == nil then
-    return nil
-  end
-  if version ~= current_version then
-    current = metadata:get("tables")
-    current_version = version
-  end
-  return current
 end
 
 -- Python's repr() of a plain value, as gateway.intake._shown quotes it (ASCII-safe values).
@@ -205,18 +190,6 @@ local function choose(t, usable, origin)
   return t.regions[tier[#tier].i + 1]
 end
 
-local function strip_internal(headers)
-  local names = {}
-  for name, _ in pairs(headers) do
-    if name:sub(1, 12) == "x-residency-" then
-      names[#names + 1] = name
-    end
-  end
-  for _, name in ipairs(names) do
-    headers:remove(name)
-  end
-end
-
 local function model_of(h)
   local facts = h:streamInfo():dynamicMetadata():get("residency") or {}
   local model = facts.model
@@ -341,13 +314,14 @@ end
 
 function envoy_on_request(h)
   local headers = h:headers()
+  -- The header_mutation filter already removed every client-sent x-residency-* header (this
+  -- one was set by the geoip filter since); the route may have been matched before that.
   local geo = headers:get(GEO_HEADER)
-  strip_internal(headers)
-  h:clearRouteCache()
+  headers:remove(GEO_HEADER)
   local decision_id = headers:get("x-request-id")
-  local t = tables_for(h)
-  if t == nil or crypto == nil then
-    return reply(h, 503, "the residency decision tables are not loaded",
+  local t = TABLES
+  if crypto == nil then
+    return reply(h, 503, "no SHA-256 (libcrypto) for API keys in this Envoy",
       "region_unavailable", "decision_unavailable", nil, decision_id)
   end
   local f = facts_of(h, t, headers)
@@ -365,10 +339,5 @@ function envoy_on_request(h)
   metadata:set(NAMESPACE, "decision", decision_id)
 end
 
-function envoy_on_response(h)
-  local decided = h:streamInfo():dynamicMetadata():get(NAMESPACE)
-  if decided ~= nil and decided.region ~= nil then
-    h:headers():replace("x-residency-decision", decided.decision)
-    h:headers():replace("x-residency-region", decided.region)
-  end
-end
+-- The response headers naming the decision are added by the listener's code (FALLBACK_LUA in
+-- decision_filters.py): Envoy runs the code of the route the request was finally sent on.

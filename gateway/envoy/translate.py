@@ -73,7 +73,7 @@ from envoy_data_plane.envoy.type.v3 import Percent
 from envoy_data_plane.google.protobuf import Any, Struct
 
 from compliance.snapshot import PolicySnapshot
-from gateway.envoy.decision_filters import decision_filters, tables_metadata
+from gateway.envoy.decision_filters import decision_filters, decision_route_config
 from gateway.envoy.tables import build_tables
 from regions.catalog import Region, RegionStatus
 
@@ -165,10 +165,10 @@ def translate(policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
     served = [r for r in policy.regions if r.status is not RegionStatus.DISABLED]
     routed = [r for r in served if r.status is RegionStatus.ACTIVE]
     listeners = (_listener(options),)
-    tables = None
+    decision: dict[str, Any] = {}
     if options.decision_on is not None:
-        tables = tables_metadata(build_tables(policy, options.decision_on))
-    routes = (_route_configuration(routed, tables),)
+        decision = decision_route_config(build_tables(policy, options.decision_on))
+    routes = (_route_configuration(routed, decision),)
     clusters = tuple(_cluster(region, options) for region in served)
     digest = hashlib.sha256()
     for message in (*listeners, *routes, *clusters):
@@ -217,7 +217,7 @@ def _listener(options: EnvoyOptions) -> Listener:
     )
 
 
-def _route_configuration(routed: list[Region], tables: Metadata | None) -> RouteConfiguration:
+def _route_configuration(routed: list[Region], decision: dict[str, Any]) -> RouteConfiguration:
     routes = [
         Route(
             name=region.id,
@@ -236,8 +236,8 @@ def _route_configuration(routed: list[Region], tables: Metadata | None) -> Route
         Route(
             name="no_region",
             match=RouteMatch(prefix="/"),
-            # The decision filter reads its tables here: the route every undecided request matches.
-            metadata=tables,
+            # The decision runs here (its code and tables): the route undecided requests match.
+            typed_per_filter_config=decision,
             direct_response=DirectResponseAction(
                 status=503, body=DataSource(inline_string=_NO_REGION_BODY)
             ),

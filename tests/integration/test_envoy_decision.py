@@ -8,6 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from compliance.model import Tenant
+from compliance.snapshot import PolicySnapshot, hash_api_key
 from regions.simulator.fleet import SimulatorFleet
 from tests.integration.conftest import (
     ACME_KEY,
@@ -27,6 +29,7 @@ from tests.integration.envoy_decision_support import (
 pytestmark = pytest.mark.integration
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
 DEMO = {"Authorization": f"Bearer {DEMO_KEY}"}
+VECTOR_KEYS = [("k" * n)[:n] for n in (1, 55, 56, 63, 64, 65, 119, 120, 1000)]
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +37,15 @@ def plane(
     fleet: SimulatorFleet, catalog: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[DecidingEnvoy]:
     directory = tmp_path_factory.mktemp("envoy-decision")
-    with deciding_envoy(catalog_policy(catalog), directory, "decision-envoy", tuple(REGIONS)) as p:
+    base = catalog_policy(catalog)
+    # Keys around SHA-256's 64-byte block and 56-byte padding boundaries, hashed by hashlib here
+    # and by Envoy's libcrypto in the filter.
+    hashed = [
+        Tenant(f"len-{len(key)}", "t", "DE", api_key_hashes=frozenset({hash_api_key(key)}))
+        for key in VECTOR_KEYS
+    ]
+    policy = PolicySnapshot(1, base.regimes, base.regions, [*base.tenants.values(), *hashed])
+    with deciding_envoy(policy, directory, "decision-envoy", tuple(REGIONS)) as p:
         yield p
 
 
@@ -74,6 +85,8 @@ def test_a_german_client_goes_to_a_gdpr_region_whatever_region_it_asks_for(
         ),
         # no country from 127.0.0.1, none declared, the demo tenant has no home
         (DEMO, 451, "no_allowed_region", None),
+        # a client-sent geo header is stripped before the geoip filter runs
+        ({**DEMO, "x-residency-geo-country": "DE"}, 451, "no_allowed_region", None),
         ({**DEMO, "X-Forwarded-For": IP_IN, "X-Data-Class": "financial_securities"}, 200, "", None),
     ],
 )
@@ -106,3 +119,12 @@ def test_a_repeated_routing_header_is_refused(plane: DecidingEnvoy) -> None:
     assert response.json()["error"]["message"] == (
         "X-Data-Subject-Country: sent 2 times; send it once, with one value"
     )
+
+
+@pytest.mark.parametrize("key", VECTOR_KEYS, ids=lambda k: f"{len(k)}-bytes")
+def test_envoy_hashes_keys_like_hashlib(plane: DecidingEnvoy, key: str) -> None:
+    response = plane.post(CHAT, {"Authorization": f"Bearer {key}"})
+    assert response.status_code == 200, response.text
+    assert response.headers["x-residency-region"] == "eu-frankfurt"  # home DE, nearest
+    wrong = plane.post(CHAT, {"Authorization": f"Bearer {key}x"})
+    assert wrong.json()["error"]["code"] == "invalid_api_key"

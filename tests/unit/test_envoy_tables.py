@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from compliance.model import Tenant
 from compliance.snapshot import PolicySnapshot, hash_api_key
+from gateway.envoy.decision_filters import lua_literal
 from gateway.envoy.tables import DEFAULT, DecisionTables, build_tables, lookup, words
 from gateway.routing.decide import decide
 from gateway.routing.decision import Outcome
@@ -135,3 +136,8 @@ def test_inactive_regions_stay_in_the_policy_set_but_are_not_usable() -> None:
 def _tenant(id: str, keys: list[str], **fields: object) -> Tenant:
     hashes = frozenset(hash_api_key(k) for k in keys)
     return dataclasses.replace(make_tenant(id, **fields), api_key_hashes=hashes)  # type: ignore[arg-type]
+
+
+def test_tables_become_a_lua_literal() -> None:
+    literal = lua_literal({"a": [1, 2.5, None, True], 'b"\\': "é\n"})
+    assert literal == '{["a"]={1,2.5,nil,true},["b\\34\\92"]="\\233\\10"}'
