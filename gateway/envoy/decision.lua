@@ -152,7 +152,8 @@ local function haversine_km(lat1, lon1, lat2, lon2)
   return 2 * EARTH_RADIUS_KM * math.asin(math.min(1.0, math.sqrt(a)))
 end
 
--- Usable regions nearest first (ties by id), then a weighted pick in the <= 100 km tier.
+-- Usable regions nearest first (ties by id), a weighted pick in the <= 100 km tier, then the
+-- selector: the failover list if it has a route, else the chosen region alone.
 -- The pick draws a random number, not Python's crc32(request id): same weights, other draw.
 local function choose(t, usable, origin)
   local ranked = {}
@@ -176,18 +177,34 @@ local function choose(t, usable, origin)
       total = total + weight
     end
   end
-  if total <= 0 then
-    return t.regions[ranked[1].i + 1]
-  end
-  local point = math.random(0, total - 1)
-  for _, r in ipairs(tier) do
-    local weight = t.weights[r.i + 1]
-    if point < weight then
-      return t.regions[r.i + 1]
+  local chosen = ranked[1].i
+  if total > 0 then
+    local point = math.random(0, total - 1)
+    chosen = tier[#tier].i
+    for _, r in ipairs(tier) do
+      local weight = t.weights[r.i + 1]
+      if point < weight then
+        chosen = r.i
+        break
+      end
+      point = point - weight
     end
-    point = point - weight
   end
-  return t.regions[tier[#tier].i + 1]
+  -- The failover list: the chosen region, then the others nearest first (as decide() orders).
+  local order = { t.regions[chosen + 1] }
+  for _, r in ipairs(ranked) do
+    if #order >= t.max_attempts then
+      break
+    end
+    if r.i ~= chosen then
+      order[#order + 1] = t.regions[r.i + 1]
+    end
+  end
+  local key = table.concat(order, ",")
+  if t.orders[key] then
+    return key, order[1]
+  end
+  return order[1], order[1] -- no aggregate for this list: the chosen region alone
 end
 
 local function model_of(h)
@@ -328,11 +345,11 @@ function envoy_on_request(h)
   if f == nil then
     return
   end
-  local region = decide(h, t, f, geo, decision_id)
-  if region == nil then
+  local selector, region = decide(h, t, f, geo, decision_id)
+  if selector == nil then
     return
   end
-  headers:replace(SELECTOR, region)
+  headers:replace(SELECTOR, selector)
   h:clearRouteCache()
   local metadata = h:streamInfo():dynamicMetadata()
   metadata:set(NAMESPACE, "region", region)

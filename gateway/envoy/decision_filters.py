@@ -7,6 +7,7 @@ hops) -> `json_to_metadata` (the model from the body) -> the Lua decision -> rou
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from importlib.resources import files
 from typing import Any as AnyValue
@@ -126,7 +127,9 @@ function envoy_on_response(h)
   local decided = h:streamInfo():dynamicMetadata():get("envoy.filters.http.lua")
   if decided ~= nil and decided.region ~= nil then
     h:headers():replace("x-residency-decision", decided.decision)
-    h:headers():replace("x-residency-region", decided.region)
+    if h:headers():get("x-residency-region") == nil then -- failover routes set who answered
+      h:headers():replace("x-residency-region", decided.region)
+    end
   end
 end
 """
@@ -159,7 +162,14 @@ def lua_literal(value: AnyValue) -> str:
     raise TypeError(f"no Lua literal for {type(value).__name__}")
 
 
-def decision_route_config(tables: DecisionTables) -> dict[str, Any]:
-    """typed_per_filter_config of the decision route: the tables compiled into its Lua code."""
-    code = f"local TABLES = {lua_literal(tables.to_dict())}\n{lua_source()}"
+def decision_route_config(
+    tables: DecisionTables, orders: Iterable[tuple[str, ...]], max_attempts: int
+) -> dict[str, Any]:
+    """typed_per_filter_config of the decision route: the tables compiled into its Lua code.
+
+    `orders` are the ordered failover lists that have a route (gateway.envoy.failover)."""
+    data = tables.to_dict()
+    data["orders"] = {",".join(order): True for order in sorted(orders)}
+    data["max_attempts"] = max_attempts
+    code = f"local TABLES = {lua_literal(data)}\n{lua_source()}"
     return {LUA_FILTER: Any.pack(LuaPerRoute(source_code=DataSource(inline_string=code)))}

@@ -74,6 +74,13 @@ from envoy_data_plane.google.protobuf import Any, Struct
 
 from compliance.snapshot import PolicySnapshot
 from gateway.envoy.decision_filters import decision_filters, decision_route_config
+from gateway.envoy.failover import (
+    Order,
+    aggregate_cluster,
+    failover_route,
+    reachable_orders,
+    routable,
+)
 from gateway.envoy.tables import build_tables
 from regions.catalog import Region, RegionStatus
 
@@ -110,6 +117,8 @@ class EnvoyOptions:
     """Decide inside Envoy with the policy as in force on this date (tables pushed over RDS).
     None: no decision filter - the selector header is then trusted, so such a listener must
     not face clients (the foundation's forwarding tests use it)."""
+    max_attempts: int = 3
+    """Regions one request may be tried in (the decision's failover list)."""
     geoip_database: str = ""
     """The country .mmdb Envoy's geoip filter reads (with `decision_on`)."""
 
@@ -166,10 +175,20 @@ def translate(policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
     routed = [r for r in served if r.status is RegionStatus.ACTIVE]
     listeners = (_listener(options),)
     decision: dict[str, Any] = {}
+    orders: frozenset[Order] = frozenset()
     if options.decision_on is not None:
-        decision = decision_route_config(build_tables(policy, options.decision_on))
-    routes = (_route_configuration(routed, decision),)
-    clusters = tuple(_cluster(region, options) for region in served)
+        tables = build_tables(policy, options.decision_on)
+        orders = routable(reachable_orders(tables, options.max_attempts), policy.region_by_id)
+        decision = decision_route_config(tables, orders, options.max_attempts)
+    by_id = policy.region_by_id
+    failover = [
+        failover_route(order, REGION_HEADER, _route_action(by_id[order[0]]))
+        for order in sorted(orders)
+    ]
+    routes = (_route_configuration(routed, failover, decision),)
+    clusters = tuple(_cluster(region, options) for region in served) + tuple(
+        aggregate_cluster(order, [cluster_name(r) for r in order]) for order in sorted(orders)
+    )
     digest = hashlib.sha256()
     for message in (*listeners, *routes, *clusters):
         digest.update(bytes(message))
@@ -217,7 +236,9 @@ def _listener(options: EnvoyOptions) -> Listener:
     )
 
 
-def _route_configuration(routed: list[Region], decision: dict[str, Any]) -> RouteConfiguration:
+def _route_configuration(
+    routed: list[Region], failover: list[Route], decision: dict[str, Any]
+) -> RouteConfiguration:
     routes = [
         Route(
             name=region.id,
@@ -231,6 +252,7 @@ def _route_configuration(routed: list[Region], decision: dict[str, Any]) -> Rout
         )
         for region in routed
     ]
+    routes.extend(failover)
     # Fail closed: a request no region was chosen for is answered here, never forwarded.
     routes.append(
         Route(
