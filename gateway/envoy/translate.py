@@ -11,7 +11,7 @@ import hashlib
 import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from typing import Any as AnyValue
 from typing import cast
 from urllib.parse import urlsplit
@@ -73,6 +73,15 @@ from envoy_data_plane.envoy.type.v3 import Percent
 from envoy_data_plane.google.protobuf import Any, Struct
 
 from compliance.snapshot import PolicySnapshot
+from gateway.envoy.decision_filters import decision_filters, decision_route_config
+from gateway.envoy.failover import (
+    Order,
+    aggregate_cluster,
+    failover_route,
+    reachable_orders,
+    routable,
+)
+from gateway.envoy.tables import build_tables
 from regions.catalog import Region, RegionStatus
 
 LISTENER_NAME = "residency_http"
@@ -104,6 +113,14 @@ class EnvoyOptions:
     """Proxies in front of Envoy whose X-Forwarded-For entries are believed (0: none)."""
     ca_bundle: str = "/etc/ssl/certs/ca-certificates.crt"
     """CA certificates that https regions' certificates must chain to (Envoy has no default)."""
+    decision_on: date | None = None
+    """Decide inside Envoy with the policy as in force on this date (tables pushed over RDS).
+    None: no decision filter - the selector header is then trusted, so such a listener must
+    not face clients (the foundation's forwarding tests use it)."""
+    max_attempts: int = 3
+    """Regions one request may be tried in (the decision's failover list)."""
+    geoip_database: str = ""
+    """The country .mmdb Envoy's geoip filter reads (with `decision_on`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,8 +174,21 @@ def translate(policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
     served = [r for r in policy.regions if r.status is not RegionStatus.DISABLED]
     routed = [r for r in served if r.status is RegionStatus.ACTIVE]
     listeners = (_listener(options),)
-    routes = (_route_configuration(routed),)
-    clusters = tuple(_cluster(region, options) for region in served)
+    decision: dict[str, Any] = {}
+    orders: frozenset[Order] = frozenset()
+    if options.decision_on is not None:
+        tables = build_tables(policy, options.decision_on)
+        orders = routable(reachable_orders(tables, options.max_attempts), policy.region_by_id)
+        decision = decision_route_config(tables, orders, options.max_attempts)
+    by_id = policy.region_by_id
+    failover = [
+        failover_route(order, REGION_HEADER, _route_action(by_id[order[0]]))
+        for order in sorted(orders)
+    ]
+    routes = (_route_configuration(routed, failover, decision),)
+    clusters = tuple(_cluster(region, options) for region in served) + tuple(
+        aggregate_cluster(order, [cluster_name(r) for r in order]) for order in sorted(orders)
+    )
     digest = hashlib.sha256()
     for message in (*listeners, *routes, *clusters):
         digest.update(bytes(message))
@@ -185,7 +215,8 @@ def _listener(options: EnvoyOptions) -> Listener:
         xff_num_trusted_hops=options.trusted_hops,
         stream_idle_timeout=_seconds(options.stream_idle_timeout),
         http_filters=[
-            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router()))
+            *(decision_filters(options.geoip_database) if options.decision_on else []),
+            HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
     )
     address = SocketAddress(address=options.listener_address, port_value=options.listener_port)
@@ -205,7 +236,9 @@ def _listener(options: EnvoyOptions) -> Listener:
     )
 
 
-def _route_configuration(routed: list[Region]) -> RouteConfiguration:
+def _route_configuration(
+    routed: list[Region], failover: list[Route], decision: dict[str, Any]
+) -> RouteConfiguration:
     routes = [
         Route(
             name=region.id,
@@ -219,11 +252,14 @@ def _route_configuration(routed: list[Region]) -> RouteConfiguration:
         )
         for region in routed
     ]
+    routes.extend(failover)
     # Fail closed: a request no region was chosen for is answered here, never forwarded.
     routes.append(
         Route(
             name="no_region",
             match=RouteMatch(prefix="/"),
+            # The decision runs here (its code and tables): the route undecided requests match.
+            typed_per_filter_config=decision,
             direct_response=DirectResponseAction(
                 status=503, body=DataSource(inline_string=_NO_REGION_BODY)
             ),
