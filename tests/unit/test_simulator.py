@@ -18,6 +18,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from regions.simulator import Behaviour, SimulatorConfig, create_app
 from regions.simulator.cli import build_parser, config_from_args
+from regions.simulator.fleet import free_port
 
 REGION = "eu-frankfurt"
 CHAT = "/v1/chat/completions"
@@ -392,3 +393,28 @@ def test_cli_flags_build_config() -> None:
     )
     with pytest.raises(ValueError):
         config_from_args(build_parser().parse_args(["--region-id", "x", "--error-rate", "2"]))
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The kernel may offer a just-released port again; a fleet must not get it twice."""
+    offered = iter([40001, 40001, 40002])
+
+    class _Socket:
+        def __init__(self, *_: object) -> None:
+            self.port = next(offered)
+
+        def __enter__(self) -> _Socket:
+            return self
+
+        def __exit__(self, *_: object) -> None:
+            pass
+
+        def bind(self, _: object) -> None:
+            pass
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr("regions.simulator.fleet.socket.socket", _Socket)
+    monkeypatch.setattr("regions.simulator.fleet._HANDED_OUT", set())
+    assert [free_port(), free_port()] == [40001, 40002]
