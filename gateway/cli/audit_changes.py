@@ -17,7 +17,7 @@ from compliance.audit_query.changes import FILTER_NAMES, change_document, parse_
 from compliance.audit_query.explain import decision_document
 from compliance.audit_query.filters import FilterError, parse_limit
 from compliance.audit_query.reader import AuditReader
-from gateway.cli.common import CliError
+from gateway.cli.common import CliError, print_table
 from gateway.cli.database import migrated_database_url
 from gateway.settings import Settings
 
@@ -82,10 +82,7 @@ def _changes(args: argparse.Namespace) -> int:
     if args.json:
         _dump({"changes": page.changes, "next_cursor": page.next_cursor, "limit": limit})
         return 0
-    print("  ".join(head.ljust(width) for _, head, width in _COLUMNS).rstrip())
-    for change in page.changes:
-        cells = (_cell(change, name).ljust(width) for name, _, width in _COLUMNS)
-        print("  ".join(cells).rstrip())
+    print_table(_COLUMNS, page.changes, _cell)
     shown = f"{len(page.changes)} configuration change(s)"
     print(f"{shown}; next page: --cursor {page.next_cursor}" if page.next_cursor else shown)
     return 0

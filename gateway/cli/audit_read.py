@@ -16,7 +16,7 @@ from compliance.audit_query.explain import decision_document
 from compliance.audit_query.filters import FilterError, parse_filter, parse_limit
 from compliance.audit_query.reader import AuditReader
 from gateway.cli.audit_changes import show_entry
-from gateway.cli.common import CliError
+from gateway.cli.common import CliError, print_table
 from gateway.cli.database import migrated_database_url
 from gateway.settings import Settings
 
@@ -89,9 +89,7 @@ def _search(args: argparse.Namespace) -> int:
     if args.json:
         _dump({"decisions": page.records, "next_cursor": page.next_cursor, "limit": limit})
         return 0
-    print("  ".join(head.ljust(width) for _, head, width in _COLUMNS).rstrip())
-    for record in page.records:
-        print("  ".join(_cell(record, name).ljust(width) for name, _, width in _COLUMNS).rstrip())
+    print_table(_COLUMNS, page.records, _cell)
     shown = f"{len(page.records)} decision(s)"
     print(f"{shown}; next page: --cursor {page.next_cursor}" if page.next_cursor else shown)
     return 0
