@@ -86,15 +86,15 @@ def _ship_records(args: argparse.Namespace) -> int:
 
     from gateway.envoy.shipper_setup import build_records_shipper
 
-    settings = Settings()
-    migrated_database_url(settings)  # refuses a missing database in one line
-    shipper = build_records_shipper(settings, args.log)
     stop = threading.Event()
     if args.once:
         stop.set()
-    else:
+    else:  # first: a stop asked for while starting up still ships what is written
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: stop.set())
+    settings = Settings()
+    migrated_database_url(settings)  # refuses a missing database in one line
+    shipper = build_records_shipper(settings, args.log)
     shipper.run(stop)
     counts = shipper.counts
     print(
