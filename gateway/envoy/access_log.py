@@ -36,12 +36,17 @@ RECORD_FACTS = (
 )
 """Keys decision.lua sets (lists as comma-separated text; jurisdictions as COUNTRY:source)."""
 
+MAX_FACT_CHARS = 4096
+"""Longest value Envoy writes for one fact: the model comes from the client's body before it is
+checked (a decision needs one of at most 256 characters), the region lists grow with the
+catalog. Client-sent headers in the line are cut shorter still, so a line stays small."""
+
 OUTCOME_FIELDS = {
     "decision_id": "%REQ(X-REQUEST-ID)%",
     "start_time": "%START_TIME(%Y-%m-%dT%H:%M:%S.%6fZ)%",
     "client_ip": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-    "method": "%REQ(:METHOD)%",
-    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+    "method": "%REQ(:METHOD):16%",
+    "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH):512%",
     "status": "%RESPONSE_CODE%",
     "flags": "%RESPONSE_FLAGS%",
     "details": "%RESPONSE_CODE_DETAILS%",
@@ -53,14 +58,17 @@ OUTCOME_FIELDS = {
     "bytes_sent": "%BYTES_SENT%",
     "duration_ms": "%DURATION%",
     "first_byte_ms": "%RESPONSE_DURATION%",
-    "traceparent": "%REQ(TRACEPARENT)%",
+    "traceparent": "%REQ(TRACEPARENT):64%",
 }
 """Envoy's outcome of the request, next to the decision's facts."""
 
 
 def log_format() -> dict[str, str]:
     """The JSON line's fields: name -> Envoy command operator."""
-    facts = {key: f"%DYNAMIC_METADATA({RECORD_NAMESPACE}:{key})%" for key in RECORD_FACTS}
+    facts = {
+        key: f"%DYNAMIC_METADATA({RECORD_NAMESPACE}:{key}):{MAX_FACT_CHARS}%"
+        for key in RECORD_FACTS
+    }
     return {**OUTCOME_FIELDS, **facts}
 
 

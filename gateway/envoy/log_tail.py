@@ -99,6 +99,11 @@ class LogTail:
             self._open()
         return lines
 
+    def rewind(self) -> None:
+        """Go back to the saved position: the lines read since are read again."""
+        self.close()
+        self._saved = load_position(self.position_path)
+
     def close(self) -> None:
         """Close the file (the position is not saved: call `commit` for that)."""
         if self._handle is not None:

@@ -127,7 +127,15 @@ class RecordsShipper:
     def ship_once(self) -> int:
         """Ship the lines written since the last round; returns how many were read.
 
-        StoreUnavailable (the database is down) leaves the position where it was."""
+        On any error (StoreUnavailable: the database is down) the next round reads the same
+        lines again, from the saved position."""
+        try:
+            return self._ship()
+        except BaseException:
+            self._tail.rewind()
+            raise
+
+    def _ship(self) -> int:
         lines = self._tail.read()
         if not lines:
             return 0

@@ -135,3 +135,12 @@ def test_shipping_again_stores_nothing_twice_and_sets_aside_a_bad_line(
     assert rejected["error"].startswith("MalformedLine: not JSON")
     verified = gateway_cli(plane.settings.data_dir, "audit", "verify")
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_client_cannot_reuse_a_decision_id_to_hide_its_record(plane: RecordsPlane) -> None:
+    first = plane.post(GERMAN).headers["x-residency-decision"]
+    # Dedup is by decision id: a client choosing one would have its own record left out.
+    second = plane.post({**GERMAN, "X-Request-Id": first})
+    decision_id = second.headers["x-residency-decision"]
+    assert decision_id != first
+    assert _record_of(plane, decision_id)["decision_id"] == decision_id
