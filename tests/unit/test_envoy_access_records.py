@@ -10,6 +10,7 @@ import pytest
 
 from compliance.snapshot import PolicySnapshot
 from gateway.envoy.access_records import MalformedLine, entry_record, parse_line
+from scripts.bench_envoy_records import ROUTED
 from tests.factories import region, routing_snapshot, tenant
 
 POLICY = routing_snapshot(
@@ -26,27 +27,11 @@ POLICY = routing_snapshot(
 
 def _line(**changes: Any) -> bytes:
     entry = {
+        **ROUTED,  # the benchmark's routed line, under this test's policy
         "decision_id": "0b8f6a53-4d6a-4a4e-9a55-3f4b2c1d0e9f",
-        "start_time": "2026-12-01T12:00:00.000000Z",
-        "client_ip": "80.128.0.1",
-        "status": 200,
-        "flags": "-",
-        "served_region": "eu-frankfurt",
-        "attempts": 1,
-        "bytes_received": 67,
-        "bytes_sent": 465,
-        "duration_ms": 3,
-        "first_byte_ms": 2,
-        "tenant": "demo",
-        "data_class": "personal",
-        "model": "gpt-4o-mini",
-        "client_country": "DE",
-        "subject_country": None,
-        "jurisdictions": "DE:client_ip",
         "policy_version": 7,
         "allowed": "eu-frankfurt,uk-london",
         "order": "eu-frankfurt,uk-london",
-        "refusal": None,
     }
     return orjson.dumps({**entry, **changes})
 
