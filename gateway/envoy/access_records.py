@@ -136,13 +136,17 @@ def _facts(entry: AccessEntry) -> RequestFacts:
 
 
 def _outcome(entry: AccessEntry) -> tuple[Outcome, int, str | None]:
-    """(outcome, status, region that served) as Envoy reports them."""
+    """(outcome, status, region that served) as Envoy reports them (response flags: Envoy's
+    short codes, e.g. DC downstream closed, UH no healthy upstream)."""
     status = int(entry.get("status"))
     served = _text(entry.raw, "served_region")
+    flags = set(str(entry.get("flags") or "-").split(","))
     if entry.refusal is not None:
         return REFUSALS.get(entry.refusal, Outcome.REFUSED), status, None
-    if status == 0:  # the client left before a response: logged as 499, as the Python path
+    if status == 0 or "DC" in flags:  # the client left: logged as 499, as the Python path
         return Outcome.ROUTED, CLIENT_CLOSED, served
+    if served is None and "UH" in flags:  # Envoy's own health checks: every region down
+        return Outcome.UNAVAILABLE, status, None
     if served is None or status >= 500:
         return Outcome.UPSTREAM_ERROR, status, served
     return Outcome.ROUTED, status, served
@@ -161,6 +165,8 @@ def _attempts(entry: AccessEntry, status: int, served: str | None) -> list[Attem
     attempts = [Attempt(region, "failed_before_response") for region in failed]
     last = served or "unknown"
     result = "ok" if served and 0 < status < 500 else f"envoy:{flags}"
+    if status == CLIENT_CLOSED:
+        result = "client_disconnected"
     attempts.append(Attempt(last, result, status or None, float(entry.get("duration_ms") or 0)))
     return attempts
 

@@ -85,6 +85,8 @@ def test_a_policy_version_missing_from_the_history_still_gives_a_record() -> Non
         ({"refusal": "no_healthy_region", "status": 503, "order": None}, "unavailable", 503),
         ({"status": 0, "flags": "DC"}, "routed", 499),
         ({"status": 503, "served_region": None, "flags": "UF"}, "upstream_error", 503),
+        ({"status": 200, "flags": "DC"}, "routed", 499),
+        ({"status": 503, "served_region": None, "flags": "UH"}, "unavailable", 503),
     ],
 )
 def test_envoy_outcomes_map_to_the_python_paths(
@@ -92,6 +94,8 @@ def test_envoy_outcomes_map_to_the_python_paths(
 ) -> None:
     record = _record(_line(**changes))
     assert (record["outcome"], record["status_code"]) == (outcome, status)
+    if status == 499:
+        assert record["attempts"][-1]["result"] == "client_disconnected"
 
 
 def test_a_line_answered_before_any_decision_has_no_record() -> None:
