@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any as AnyValue
 from typing import cast
@@ -73,6 +73,7 @@ from envoy_data_plane.envoy.type.v3 import Percent
 from envoy_data_plane.google.protobuf import Any, Struct
 
 from compliance.snapshot import PolicySnapshot
+from gateway.envoy import proto_speed
 from gateway.envoy.decision_filters import decision_filters, decision_route_config
 from gateway.envoy.failover import (
     Order,
@@ -83,6 +84,8 @@ from gateway.envoy.failover import (
 )
 from gateway.envoy.tables import build_tables
 from regions.catalog import Region, RegionStatus
+
+proto_speed.install()
 
 LISTENER_NAME = "residency_http"
 ROUTE_CONFIG_NAME = "residency_routes"
@@ -123,6 +126,10 @@ class EnvoyOptions:
     """The country .mmdb Envoy's geoip filter reads (with `decision_on`)."""
 
 
+Packed = Mapping[str, tuple[tuple[str, Any], ...]]
+"""Resources as a DiscoveryResponse carries them: type URL -> ((name, Any), ...)."""
+
+
 @dataclass(frozen=True, slots=True)
 class EnvoyResources:
     """One internally consistent set of resources: every route's cluster is in `clusters`."""
@@ -131,14 +138,14 @@ class EnvoyResources:
     listeners: tuple[Listener, ...]
     routes: tuple[RouteConfiguration, ...]
     clusters: tuple[Cluster, ...]
+    packed: Packed | None = field(default=None, compare=False, repr=False)
+    """The same resources serialized (by `translate`, which packs each once); None: pack on use."""
 
-    def by_type(self) -> Mapping[str, tuple[tuple[str, Any], ...]]:
+    def by_type(self) -> Packed:
         """Resources packed for a DiscoveryResponse: type URL -> ((name, Any), ...)."""
-        return {
-            LISTENER_TYPE: tuple((r.name, Any.pack(r)) for r in self.listeners),
-            ROUTE_TYPE: tuple((r.name, Any.pack(r)) for r in self.routes),
-            CLUSTER_TYPE: tuple((r.name, Any.pack(r)) for r in self.clusters),
-        }
+        if self.packed is not None:
+            return self.packed
+        return pack(self.listeners, self.routes, self.clusters)
 
     def to_dict(self) -> dict[str, AnyValue]:
         """Plain data in Envoy's own (snake_case proto JSON) spelling, for golden files and CLI."""
@@ -149,6 +156,19 @@ class EnvoyResources:
             "routes": [plain(m) for m in self.routes],
             "clusters": [plain(m) for m in self.clusters],
         }
+
+
+def pack(
+    listeners: tuple[Listener, ...],
+    routes: tuple[RouteConfiguration, ...],
+    clusters: tuple[Cluster, ...],
+) -> Packed:
+    """Serialize every resource once, into the Any a DiscoveryResponse carries."""
+    return {
+        LISTENER_TYPE: tuple((r.name, Any.pack(r)) for r in listeners),
+        ROUTE_TYPE: tuple((r.name, Any.pack(r)) for r in routes),
+        CLUSTER_TYPE: tuple((r.name, Any.pack(r)) for r in clusters),
+    }
 
 
 # betterproto2's SNAKE casing re-cases the field names (consecutive_5xx -> consecutive_5_xx),
@@ -189,11 +209,13 @@ def translate(policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
     clusters = tuple(_cluster(region, options) for region in served) + tuple(
         aggregate_cluster(order, [cluster_name(r) for r in order]) for order in sorted(orders)
     )
+    packed = pack(listeners, routes, clusters)
     digest = hashlib.sha256()
-    for message in (*listeners, *routes, *clusters):
-        digest.update(bytes(message))
+    for type_url in (LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE):
+        for _, message in packed[type_url]:
+            digest.update(message.value)  # the message's own bytes: serialized once, here
     version = f"{policy.version}-{digest.hexdigest()[:12]}"
-    return EnvoyResources(version, listeners, routes, clusters)
+    return EnvoyResources(version, listeners, routes, clusters, packed)
 
 
 def _seconds(value: float) -> timedelta:
