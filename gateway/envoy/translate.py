@@ -35,6 +35,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckHttpHealthCheck,
+    HttpProtocolOptions,
     Metadata,
     SocketAddress,
     TransportSocket,
@@ -49,6 +50,7 @@ from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Liste
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     HeaderMatcher,
+    RetryPolicy,
     Route,
     RouteAction,
     RouteConfiguration,
@@ -75,6 +77,7 @@ from envoy_data_plane.google.protobuf import Any, Struct
 from compliance.snapshot import PolicySnapshot
 from gateway.envoy import proto_speed
 from gateway.envoy.decision_filters import decision_filters, decision_route_config
+from gateway.envoy.explain_tables import explanation_tables
 from gateway.envoy.failover import (
     Order,
     aggregate_cluster,
@@ -82,6 +85,12 @@ from gateway.envoy.failover import (
     reachable_orders,
     routable,
 )
+from gateway.envoy.limits import (
+    EdgeLimits,
+    body_limit_filter,
+    connection_limit_filter,
+)
+from gateway.envoy.local_replies import local_reply_config
 from gateway.envoy.tables import build_tables
 from regions.catalog import Region, RegionStatus
 
@@ -110,6 +119,9 @@ class EnvoyOptions:
     listener_port: int = 10000
     connect_timeout: float = 2.0
     stream_idle_timeout: float = 120.0
+    """Longest silence of a region mid-answer (routes to regions; the settings' read timeout)."""
+    first_byte_timeout: float = 60.0
+    """Longest wait for a region's response headers before the next region is tried."""
     health_check_path: str = "/healthz"
     health_check_interval: float = 5.0
     trusted_hops: int = 0
@@ -124,6 +136,8 @@ class EnvoyOptions:
     """Regions one request may be tried in (the decision's failover list)."""
     geoip_database: str = ""
     """The country .mmdb Envoy's geoip filter reads (with `decision_on`)."""
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
+    """What one client may cost the listener (the Python data path's limits)."""
 
 
 Packed = Mapping[str, tuple[tuple[str, Any], ...]]
@@ -199,13 +213,14 @@ def translate(policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
     if options.decision_on is not None:
         tables = build_tables(policy, options.decision_on)
         orders = routable(reachable_orders(tables, options.max_attempts), policy.region_by_id)
-        decision = decision_route_config(tables, orders, options.max_attempts)
+        explanation = explanation_tables(policy, tables, options.decision_on)
+        decision = decision_route_config(tables, orders, options.max_attempts, explanation)
     by_id = policy.region_by_id
     failover = [
-        failover_route(order, REGION_HEADER, _route_action(by_id[order[0]]))
+        failover_route(order, REGION_HEADER, _route_action(by_id[order[0]], options))
         for order in sorted(orders)
     ]
-    routes = (_route_configuration(routed, failover, decision),)
+    routes = (_route_configuration(routed, failover, decision, options),)
     clusters = tuple(_cluster(region, options) for region in served) + tuple(
         aggregate_cluster(order, [cluster_name(r) for r in order]) for order in sorted(orders)
     )
@@ -223,6 +238,7 @@ def _seconds(value: float) -> timedelta:
 
 
 def _listener(options: EnvoyOptions) -> Listener:
+    limits = options.limits
     manager = HttpConnectionManager(
         stat_prefix="residency",
         rds=Rds(
@@ -235,8 +251,18 @@ def _listener(options: EnvoyOptions) -> Listener:
         # never from a header the client chose.
         use_remote_address=True,
         xff_num_trusted_hops=options.trusted_hops,
-        stream_idle_timeout=_seconds(options.stream_idle_timeout),
+        # Until a region is chosen, silence is the client's (a stalled body); region routes
+        # set the upstream read timeout in its place (their idle_timeout).
+        stream_idle_timeout=_seconds(limits.body_idle_timeout),
+        request_headers_timeout=_seconds(limits.header_timeout),
+        max_request_headers_kb=limits.header_kib,
+        # A connection that sends nothing (or nothing more) is closed, as the Python path does.
+        common_http_protocol_options=HttpProtocolOptions(
+            idle_timeout=_seconds(limits.header_timeout)
+        ),
+        local_reply_config=local_reply_config(limits),
         http_filters=[
+            body_limit_filter(limits),
             *(decision_filters(options.geoip_database) if options.decision_on else []),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
@@ -248,10 +274,11 @@ def _listener(options: EnvoyOptions) -> Listener:
         filter_chains=[
             FilterChain(
                 filters=[
+                    connection_limit_filter(limits),
                     Filter(
                         name="envoy.filters.network.http_connection_manager",
                         typed_config=Any.pack(manager),
-                    )
+                    ),
                 ]
             )
         ],
@@ -259,7 +286,7 @@ def _listener(options: EnvoyOptions) -> Listener:
 
 
 def _route_configuration(
-    routed: list[Region], failover: list[Route], decision: dict[str, Any]
+    routed: list[Region], failover: list[Route], decision: dict[str, Any], options: EnvoyOptions
 ) -> RouteConfiguration:
     routes = [
         Route(
@@ -270,7 +297,7 @@ def _route_configuration(
                     HeaderMatcher(name=REGION_HEADER, string_match=StringMatcher(exact=region.id))
                 ],
             ),
-            route=_route_action(region),
+            route=_route_action(region, options),
         )
         for region in routed
     ]
@@ -299,12 +326,16 @@ def _route_configuration(
     )
 
 
-def _route_action(region: Region) -> RouteAction:
+def _route_action(region: Region, options: EnvoyOptions) -> RouteAction:
     base_path = urlsplit(region.base_url).path.rstrip("/")
     return RouteAction(
         cluster=cluster_name(region.id),
         # Streams last as long as they keep sending; the idle timeout bounds a silent region.
         timeout=timedelta(0),
+        idle_timeout=_seconds(options.stream_idle_timeout),
+        # Envoy ignores a try's timeout once the client got the response headers, so this
+        # bounds the wait for the first byte only (failover routes retry on it).
+        retry_policy=RetryPolicy(per_try_timeout=_seconds(options.first_byte_timeout)),
         prefix_rewrite=f"{base_path}/" if base_path else "",
         auto_host_rewrite=True,
     )
@@ -339,6 +370,9 @@ def _cluster(region: Region, options: EnvoyOptions) -> Cluster:
             HealthCheck(
                 timeout=_seconds(min(1.0, options.health_check_interval)),
                 interval=_seconds(options.health_check_interval),
+                # Envoy's default checks a region without traffic once a minute only: a
+                # failover target must be known down before a request needs it.
+                no_traffic_interval=_seconds(options.health_check_interval),
                 unhealthy_threshold=2,
                 healthy_threshold=1,
                 http_health_check=HealthCheckHttpHealthCheck(path=options.health_check_path),
