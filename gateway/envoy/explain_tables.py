@@ -22,7 +22,6 @@ from compliance.model import Tenant
 from compliance.snapshot import PolicySnapshot
 from gateway.envoy.tables import DecisionTables
 
-
 Entries = dict[str, dict[str, list[str]]]
 """Regime position (1-based, as text: a Lua table key) -> rules, waived rules, flag triggers."""
 
