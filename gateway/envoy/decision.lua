@@ -71,6 +71,8 @@ local function reply(h, status, message, error_type, code, param, decision_id, e
   local body = '{"error":{"message":' .. json_string(message) .. ',"type":' .. json_string(error_type)
     .. ',"param":' .. (param and json_string(param) or "null") .. ',"code":' .. json_string(code)
   local headers = { [":status"] = tostring(status), ["content-type"] = "application/json" }
+  -- Envoy's local-reply rewriting (local_replies.py) leaves answers marked so alone.
+  h:headers():replace("x-residency-answered", "1")
   if decision_id ~= nil then
     body = body .. ',"decision_id":' .. json_string(decision_id)
     headers["x-residency-decision"] = decision_id

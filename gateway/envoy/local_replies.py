@@ -17,6 +17,7 @@ from envoy_data_plane.envoy.config.accesslog.v3 import (
     ComparisonFilter,
     ComparisonFilterOp,
     HeaderFilter,
+    OrFilter,
     ResponseFlagFilter,
     StatusCodeFilter,
 )
@@ -41,6 +42,8 @@ SELECTOR = "x-residency-region"
 LOCAL_REPLY_HEADER = "x-residency-local-reply"
 """Marks a rewritten upstream failure for the decision filter's response code, which removes it
 (and names no region: none served the request)."""
+ANSWERED_HEADER = "x-residency-answered"
+"""Set on the request by the decision filter when it answers the request itself."""
 DECISION_FRAGMENT = "%DYNAMIC_METADATA(envoy.filters.http.lua:explained)%"
 """`,"reasons":[...],"residency":{...}`: the decision's explanation, rendered as JSON members by
 the decision filter (empty where no decision was made: `omit_empty_values`)."""
@@ -82,6 +85,18 @@ def _flags(*flags: str) -> AccessLogFilter:
 
 def _decided() -> AccessLogFilter:
     return AccessLogFilter(header_filter=HeaderFilter(header=HeaderMatcher(name=SELECTOR)))
+
+
+def _not_answered_by_filter() -> AccessLogFilter:
+    return AccessLogFilter(
+        header_filter=HeaderFilter(
+            header=HeaderMatcher(name=ANSWERED_HEADER, present_match=True, invert_match=True)
+        )
+    )
+
+
+def _any(*filters: AccessLogFilter) -> AccessLogFilter:
+    return AccessLogFilter(or_filter=OrFilter(filters=list(filters)))
 
 
 def _all(*filters: AccessLogFilter) -> AccessLogFilter:
@@ -187,9 +202,11 @@ def local_reply_config(limits: EdgeLimits) -> LocalReplyConfig:
                 _error_body(_failed_regions(), "upstream_error", "all_attempts_failed", True),
                 decided_headers,
             ),
+            # HTTP Envoy could not parse (400; 426 for an unknown version); the decision
+            # filter marks the requests it answers itself.
             _mapper(
-                _flags("DPE"),
-                None,
+                _all(_any(_status(400), _status(426)), _not_answered_by_filter()),
+                400,
                 _error_body(
                     "malformed HTTP request: %RESPONSE_CODE_DETAILS%",
                     "invalid_request_error",

@@ -10,22 +10,27 @@ import selectors
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httptools
 import httpx
 import orjson
 import pytest
 
 from tests.integration.conftest import DEMO_KEY, IP_DE, GatewayProcess, readiness
+from tests.integration.raw_http import (
+    HANG_BOUND,
+    RawResponse,
+    chat_head,
+    connect,
+    exchange,
+    read_response,
+    request_with_header_block,
+)
 
 pytestmark = pytest.mark.integration
 
 HEADER_LIMIT = 60 * 1024  # the default GATEWAY_MAX_REQUEST_HEADER_BYTES
 TIMEOUT = 1.0  # header and body idle timeouts of `limits_gateway`, in seconds
-HANG_BOUND = 15.0  # a test waiting longer than this for an answer has found a hang
 CONNECTION_LIMIT = 50
 CHAT_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 
@@ -51,89 +56,6 @@ def flood_gateway(
     overrides = {"GATEWAY_MAX_CONNECTIONS": str(CONNECTION_LIMIT)}
     with GatewayProcess(catalog, tmp_path_factory.mktemp("flood-gw"), overrides) as running:
         yield running
-
-
-# -- raw HTTP over a socket ---------------------------------------------------------------
-
-
-@dataclass
-class RawResponse:
-    """One HTTP response read off a socket, and whether the server closed the connection."""
-
-    status: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    complete: bool = False
-    closed: bool = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode().lower()] = value.decode()
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-
-    def error(self) -> dict[str, Any]:
-        """The JSON error object, checking the gateway's error shape."""
-        assert self.headers["content-type"].startswith("application/json"), self.headers
-        body = orjson.loads(self.body)
-        assert set(body) == {"error"}, body
-        error: dict[str, Any] = body["error"]
-        assert {"message", "type", "param", "code"} <= set(error), error
-        assert isinstance(error["message"], str) and error["message"]
-        return error
-
-
-def connect(gateway: GatewayProcess) -> socket.socket:
-    """A TCP connection to the gateway, with HANG_BOUND as its read timeout."""
-    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=HANG_BOUND)
-    sock.settimeout(HANG_BOUND)
-    return sock
-
-
-def read_response(sock: socket.socket, *, until_closed: bool = False) -> RawResponse:
-    """Read one response (and, with `until_closed`, on until the server closes)."""
-    response = RawResponse()
-    parser = httptools.HttpResponseParser(response)
-    while not response.complete or until_closed:
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            response.closed = True
-            break
-        if not response.complete:
-            parser.feed_data(data)
-            response.status = parser.get_status_code()
-    return response
-
-
-def exchange(gateway: GatewayProcess, request: bytes) -> RawResponse:
-    """Send `request` on a new connection; read the answer and on until the server closes."""
-    with connect(gateway) as sock:
-        sock.sendall(request)
-        return read_response(sock, until_closed=True)
-
-
-def request_with_header_block(size: int) -> bytes:
-    """A GET /healthz whose header block (request line to the empty line) is `size` bytes."""
-    head = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Pad: "
-    tail = b"\r\nConnection: close\r\n\r\n"
-    return head + b"p" * (size - len(head) - len(tail)) + tail
-
-
-def chat_head(content_length: int) -> bytes:
-    """The header block of a chat completion POST with a body of `content_length` bytes."""
-    return (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
-        b"Authorization: Bearer " + DEMO_KEY.encode() + b"\r\n"
-        b"X-Forwarded-For: " + IP_DE.encode() + b"\r\n"
-        b"Content-Type: application/json\r\n"
-        b"Content-Length: " + str(content_length).encode() + b"\r\n\r\n"
-    )
 
 
 def assert_serving(gateway: GatewayProcess) -> None:
