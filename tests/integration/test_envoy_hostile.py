@@ -18,7 +18,7 @@ import pytest
 
 from gateway.envoy.limits import EdgeLimits
 from regions.simulator.fleet import SimulatorFleet
-from tests.integration.conftest import DEMO_KEY, IP_DE
+from tests.integration.conftest import DEMO_KEY, IP_DE, reset_fleet, set_faults
 from tests.integration.envoy_decision_support import (
     DecidingEnvoy,
     catalog_policy,
@@ -256,3 +256,14 @@ def test_connections_beyond_the_cap_are_closed_at_once(capped: DecidingEnvoy) ->
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.1)
+
+
+def test_a_slow_region_is_not_the_clients_stalled_body(
+    limited: DecidingEnvoy, fleet: SimulatorFleet
+) -> None:
+    """Once decided, the wait is for the region: the body idle timeout no longer applies."""
+    set_faults(fleet, "eu-frankfurt", ttft_ms=2500)  # 2.5 x the body idle timeout
+    try:
+        assert_serving(limited)
+    finally:
+        reset_fleet(fleet)
