@@ -325,52 +325,49 @@ local function skipped(t, f, allowed, serving, origin)
   return table.concat(out, "; ")
 end
 
+local function refuse(h, t, f, geo, jurisdictions, status, reason, regimes, decision_id)
+  local kind = REFUSALS[status]
+  reply(h, status, reason, kind[1], kind[2], nil, decision_id, explanation(t, f, geo,
+    jurisdictions, kind[3], status, reason, nil, regimes, decision_id))
+  return nil
+end
+
 -- Intersect the pushed masks for these facts and pick the region: the choice (with its
 -- explanation), or nil after a refusal.
 local function decide(h, t, f, geo, decision_id)
   local jurisdictions, countries, origin = locate(t, f, geo)
-  local regimes = "[]"
-  local function refuse(status, reason)
-    local kind = REFUSALS[status]
-    reply(h, status, reason, kind[1], kind[2], nil, decision_id, explanation(t, f, geo,
-      jurisdictions, kind[3], status, reason, nil, regimes, decision_id))
-    return nil
-  end
   if #countries == 0 then
-    return refuse(451, UNKNOWN_ORIGIN)
+    return refuse(h, t, f, geo, jurisdictions, 451, UNKNOWN_ORIGIN, "[]", decision_id)
   end
   local by_country = t.allow[f.key.class + 1][f.data_class]
   local allowed = by_country["*"]
   for _, c in ipairs(countries) do
     allowed = intersect(allowed, by_country[c] or by_country["*"])
   end
-  local governed_by
-  governed_by, regimes = applied_regimes(t, f.key.class, f.data_class, countries)
-  local where = {}
-  for i, j in ipairs(jurisdictions) do
-    where[i] = j.country .. " (" .. j.source .. ")"
-  end
-  local law = f.data_class .. " data governed by " .. governed_by .. " (jurisdictions: "
-    .. table.concat(where, ", ") .. ")"
-  if empty(allowed) then
-    return refuse(451, "no region may process " .. law)
-  end
   local serving = t.models[f.model]
   local usable = serving and intersect(intersect(allowed, t.active), serving) or nil
-  if usable == nil or empty(usable) then
-    if serving == nil then
-      return refuse(404, "no region serves model " .. py_repr(f.model))
-    elseif empty(intersect(allowed, serving)) then
-      return refuse(451, "model " .. py_repr(f.model) .. " is served only in regions that may "
-        .. "not process " .. law)
-    end
-    return refuse(503, "every allowed region is unavailable ("
-      .. skipped(t, f, allowed, serving, origin) .. ")")
+  if usable ~= nil and not empty(usable) then
+    local choice = choose(t, ranked_by_distance(t, usable, origin))
+    choice.explained = routed_explanation(t, f, geo, jurisdictions, countries, choice,
+      decision_id)
+    return choice
   end
-  local choice = choose(t, ranked_by_distance(t, usable, origin))
-  choice.explained = explanation(t, f, geo, jurisdictions, "routed", 200, law .. "; "
-    .. choice.region .. " is " .. choice.why, choice, regimes, decision_id)
-  return choice
+  local law, regimes = law_of(t, f, jurisdictions, countries)
+  local status, reason
+  if empty(allowed) then
+    status, reason = 451, "no region may process " .. law
+  elseif serving == nil then
+    status, reason = 404, "no region serves model " .. py_repr(f.model)
+  elseif empty(intersect(allowed, serving)) then
+    status = 451
+    reason = "model " .. py_repr(f.model) .. " is served only in regions that may not process "
+      .. law
+  else
+    status = 503
+    reason = "every allowed region is unavailable (" .. skipped(t, f, allowed, serving, origin)
+      .. ")"
+  end
+  return refuse(h, t, f, geo, jurisdictions, status, reason, regimes, decision_id)
 end
 
 function envoy_on_request(h)
