@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import select
 import socket
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httptools
+import httpx
 import orjson
 
 from tests.integration.conftest import DEMO_KEY, IP_DE
 
 HANG_BOUND = 15.0  # a test waiting longer than this for an answer has found a hang
+CHAT_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 
 
 class Listening(Protocol):
@@ -74,6 +78,49 @@ def read_response(sock: socket.socket, *, until_closed: bool = False) -> RawResp
             parser.feed_data(data)
             response.status = parser.get_status_code()
     return response
+
+
+def trickled_header_answer(server: Listening, request_line: bytes) -> RawResponse:
+    """Send a header block one line every 0.1 s until the server answers (or fail after
+    HANG_BOUND); the answer, read until the server closes."""
+    with connect(server) as sock:
+        sock.sendall(request_line + b"\r\nHost: gateway\r\n")
+        for index in range(int(HANG_BOUND / 0.1)):
+            readable, _, _ = select.select([sock], [], [], 0.1)
+            if readable:
+                return read_response(sock, until_closed=True)
+            with contextlib.suppress(OSError):
+                sock.sendall(b"X-Slow-%d: 1\r\n" % index)
+    raise AssertionError(f"the server kept waiting for a header block trickled for {HANG_BOUND} s")
+
+
+def stalled_body_answer(server: Listening) -> RawResponse:
+    """Send a chat request's headers and 10 bytes of its body, then nothing: the answer."""
+    with connect(server) as sock:
+        sock.sendall(chat_head(len(CHAT_BODY)) + CHAT_BODY[:10])
+        return read_response(sock, until_closed=True)
+
+
+def assert_closed_with_error(response: RawResponse, status: int, code: str, text: str) -> None:
+    """`response` is a JSON error `status`/`code` whose message holds `text`, then a close."""
+    assert response.status == status, response.body
+    assert response.closed
+    error = response.error()
+    assert error["code"] == code, error
+    assert text in error["message"], error
+
+
+def post_chat(server: Listening, client: httpx.Client) -> httpx.Response:
+    """A real chat completion from a German client (demo key) on a connection of its own."""
+    return client.post(
+        f"http://127.0.0.1:{server.port}/v1/chat/completions",
+        content=CHAT_BODY,
+        headers={
+            "Authorization": f"Bearer {DEMO_KEY}",
+            "X-Forwarded-For": IP_DE,
+            "Content-Type": "application/json",
+        },
+    )
 
 
 def exchange(server: Listening, request: bytes) -> RawResponse:

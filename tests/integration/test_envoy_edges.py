@@ -138,15 +138,16 @@ def _unhealthy_in_envoy(planes: TwoPlanes, region: str) -> bool:
     return not planes.envoy.healthy(region)
 
 
-def _unhealthy_in_python(planes: TwoPlanes, region: str) -> bool:
-    return readiness(planes.python)["regions_healthy"] < readiness(planes.python)["regions_total"]
+def _unhealthy_in_python(planes: TwoPlanes) -> bool:
+    report = readiness(planes.python)
+    return bool(report["regions_healthy"] < report["regions_total"])
 
 
 def test_no_healthy_region_is_answered_alike(planes: TwoPlanes, fleet: SimulatorFleet) -> None:
     set_faults(fleet, "in-mumbai", down=True)
     try:
         wait_for("in-mumbai unhealthy in Envoy", partial(_unhealthy_in_envoy, planes, "in-mumbai"))
-        wait_for("in-mumbai unhealthy", partial(_unhealthy_in_python, planes, "in-mumbai"))
+        wait_for("in-mumbai unhealthy", partial(_unhealthy_in_python, planes))
         before = {r: sim_requests(fleet, r) for r in REGIONS}
         python, envoy = planes.post_both(CHAT, INDIAN_SECURITIES)
         assert python.status_code == 503, python.text

@@ -13,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 
 from gateway.envoy.limits import EdgeLimits
 from regions.simulator.fleet import SimulatorFleet
-from tests.integration.conftest import DEMO_KEY, IP_DE, reset_fleet, set_faults
+from tests.integration.conftest import reset_fleet, set_faults
 from tests.integration.envoy_decision_support import (
     DecidingEnvoy,
     catalog_policy,
@@ -26,19 +25,23 @@ from tests.integration.envoy_decision_support import (
     decision_options,
 )
 from tests.integration.raw_http import (
+    CHAT_BODY,
     HANG_BOUND,
+    assert_closed_with_error,
     chat_head,
     connect,
     exchange,
+    post_chat,
     read_response,
     request_with_header_block,
+    stalled_body_answer,
+    trickled_header_answer,
 )
 
 pytestmark = pytest.mark.integration
 
 LIMITS = EdgeLimits(header_timeout=1.0, body_idle_timeout=1.0, max_body_bytes=64 * 1024)
 CONNECTION_LIMIT = 20
-CHAT_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 
 
 @dataclasses.dataclass
@@ -81,15 +84,7 @@ def listener(plane: DecidingEnvoy) -> Listener:
 def assert_serving(plane: DecidingEnvoy) -> None:
     """A real request is served (on a connection of its own)."""
     with httpx.Client(timeout=HANG_BOUND, trust_env=False) as client:
-        response = client.post(
-            f"http://127.0.0.1:{plane.options.listener_port}/v1/chat/completions",
-            content=CHAT_BODY,
-            headers={
-                "Authorization": f"Bearer {DEMO_KEY}",
-                "X-Forwarded-For": IP_DE,
-                "Content-Type": "application/json",
-            },
-        )
+        response = post_chat(listener(plane), client)
     assert response.status_code == 200, response.text
 
 
@@ -145,23 +140,10 @@ def test_chunked_body_over_the_limit_is_413(limited: DecidingEnvoy) -> None:
 
 
 def test_trickled_header_gets_408_and_is_closed(limited: DecidingEnvoy) -> None:
-    with connect(listener(limited)) as sock:
-        sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n")
-        answered = False
-        for index in range(int(HANG_BOUND / 0.1)):  # one header line every 0.1 s, bounded
-            readable, _, _ = select.select([sock], [], [], 0.1)
-            if readable:
-                answered = True
-                break
-            with contextlib.suppress(OSError):
-                sock.sendall(b"X-Slow-%d: 1\r\n" % index)
-        assert answered, "Envoy kept waiting for a header block trickled for 15 s"
-        response = read_response(sock, until_closed=True)
-    assert response.status == 408
-    assert response.closed
-    error = response.error()
-    assert error["code"] == "request_timeout"
-    assert "request header block not received within 1 seconds" in error["message"]
+    response = trickled_header_answer(listener(limited), b"POST /v1/chat/completions HTTP/1.1")
+    assert_closed_with_error(
+        response, 408, "request_timeout", "request header block not received within 1 seconds"
+    )
     assert_serving(limited)
 
 
@@ -173,14 +155,10 @@ def test_connection_sending_nothing_is_closed(limited: DecidingEnvoy) -> None:
 
 
 def test_stalled_body_gets_408_and_is_closed(limited: DecidingEnvoy) -> None:
-    with connect(listener(limited)) as sock:
-        sock.sendall(chat_head(len(CHAT_BODY)) + CHAT_BODY[:10])
-        response = read_response(sock, until_closed=True)
-    assert response.status == 408, response.body
-    assert response.closed
-    error = response.error()
-    assert error["code"] == "request_timeout"
-    assert "request body stalled: no data for 1 seconds" in error["message"]
+    response = stalled_body_answer(listener(limited))
+    assert_closed_with_error(
+        response, 408, "request_timeout", "request body stalled: no data for 1 seconds"
+    )
     assert_serving(limited)
 
 

@@ -5,7 +5,6 @@ and leave the gateway serving with every region healthy."""
 from __future__ import annotations
 
 import contextlib
-import select
 import selectors
 import socket
 import time
@@ -16,15 +15,19 @@ import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import DEMO_KEY, IP_DE, GatewayProcess, readiness
+from tests.integration.conftest import GatewayProcess, readiness
 from tests.integration.raw_http import (
     HANG_BOUND,
     RawResponse,
+    assert_closed_with_error,
     chat_head,
     connect,
     exchange,
+    post_chat,
     read_response,
     request_with_header_block,
+    stalled_body_answer,
+    trickled_header_answer,
 )
 
 pytestmark = pytest.mark.integration
@@ -32,7 +35,6 @@ pytestmark = pytest.mark.integration
 HEADER_LIMIT = 60 * 1024  # the default GATEWAY_MAX_REQUEST_HEADER_BYTES
 TIMEOUT = 1.0  # header and body idle timeouts of `limits_gateway`, in seconds
 CONNECTION_LIMIT = 50
-CHAT_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 
 
 @pytest.fixture(scope="module")
@@ -61,15 +63,7 @@ def flood_gateway(
 def assert_serving(gateway: GatewayProcess) -> None:
     """A real request is served and every region is healthy (on a connection of its own)."""
     with httpx.Client(timeout=HANG_BOUND, trust_env=False) as client:
-        response = client.post(
-            f"{gateway.base_url}/v1/chat/completions",
-            content=CHAT_BODY,
-            headers={
-                "Authorization": f"Bearer {DEMO_KEY}",
-                "X-Forwarded-For": IP_DE,
-                "Content-Type": "application/json",
-            },
-        )
+        response = post_chat(gateway, client)
         assert response.status_code == 200, response.text
         report = client.get(f"{gateway.base_url}/readyz").json()
     assert report["regions_healthy"] == report["regions_total"], report
@@ -122,23 +116,10 @@ def test_one_huge_header_line_is_431_without_reading_it_whole(
 
 
 def test_trickled_header_gets_408_and_is_closed(limits_gateway: GatewayProcess) -> None:
-    with connect(limits_gateway) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n")
-        answered = False
-        for index in range(int(HANG_BOUND / 0.1)):  # one header line every 0.1 s, bounded
-            readable, _, _ = select.select([sock], [], [], 0.1)
-            if readable:
-                answered = True
-                break
-            with contextlib.suppress(OSError):
-                sock.sendall(b"X-Slow-%d: 1\r\n" % index)
-        assert answered, "the gateway kept waiting for a header block trickled for 15 s"
-        response = read_response(sock, until_closed=True)
-    assert response.status == 408
-    assert response.closed
-    error = response.error()
-    assert error["code"] == "request_timeout"
-    assert "request header block not received within 1 seconds" in error["message"]
+    response = trickled_header_answer(limits_gateway, b"GET /healthz HTTP/1.1")
+    assert_closed_with_error(
+        response, 408, "request_timeout", "request header block not received within 1 seconds"
+    )
     assert_serving(limits_gateway)
 
 
@@ -151,14 +132,10 @@ def test_connection_sending_nothing_is_closed(limits_gateway: GatewayProcess) ->
 
 
 def test_stalled_body_gets_408_and_is_closed(limits_gateway: GatewayProcess) -> None:
-    with connect(limits_gateway) as sock:
-        sock.sendall(chat_head(len(CHAT_BODY)) + CHAT_BODY[:10])
-        response = read_response(sock, until_closed=True)
-    assert response.status == 408, response.body
-    assert response.closed
-    error = response.error()
-    assert error["code"] == "request_timeout"
-    assert "request body stalled: no data for 1 seconds" in error["message"]
+    response = stalled_body_answer(limits_gateway)
+    assert_closed_with_error(
+        response, 408, "request_timeout", "request body stalled: no data for 1 seconds"
+    )
     assert_serving(limits_gateway)
 
 
