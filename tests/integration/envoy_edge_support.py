@@ -102,3 +102,4 @@ def assert_same_answer(
             assert theirs["residency"]["regimes"] == ours["residency"]["regimes"]
     for name in ("x-residency-decision", "x-residency-region"):
         assert (name in envoy.headers) == (name in python.headers), name
+    assert "x-residency-local-reply" not in envoy.headers  # the filter's marker stays inside
