@@ -1,12 +1,16 @@
 """`gateway envoy translate|bootstrap|ship-records`: the Envoy configuration, printed offline,
-and the shipper of its access log into the routing log."""
+and the shipper of its access log into the routing log.
+
+`translate` prints what `serve` pushes: the decision as in force on `--on` (default today), with
+the settings' limits, timeouts and GeoIP database."""
 
 from __future__ import annotations
 
 import argparse
 import socket
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 import yaml
@@ -14,24 +18,6 @@ import yaml
 from compliance.snapshot import PolicySnapshot
 from gateway.cli.database import migrated_database_url
 from gateway.settings import Settings
-
-if TYPE_CHECKING:
-    from gateway.envoy.translate import EnvoyOptions
-
-
-def envoy_options(settings: Settings, args: argparse.Namespace) -> EnvoyOptions:
-    """The translation options: timeouts and health checks from settings, listener from flags."""
-    from gateway.envoy.translate import EnvoyOptions
-
-    return EnvoyOptions(
-        listener_address=args.listen_host,
-        listener_port=args.listen_port,
-        connect_timeout=settings.upstream_connect_timeout,
-        stream_idle_timeout=settings.upstream_read_timeout,
-        health_check_path=settings.health_path,
-        health_check_interval=settings.health_interval,
-        trusted_hops=args.trusted_hops,
-    )
 
 
 def _policy(settings: Settings, catalog: Path | None) -> PolicySnapshot:
@@ -59,11 +45,20 @@ def _print(data: dict[str, Any], as_json: bool) -> None:
 
 
 def _translate(args: argparse.Namespace) -> int:
+    from gateway.envoy.options import options_from_settings
     from gateway.envoy.translate import translate
 
     settings = Settings()
-    policy = _policy(settings, args.catalog)
-    _print(translate(policy, envoy_options(settings, args)).to_dict(), args.json)
+    if args.geoip_database is not None:
+        settings = settings.model_copy(update={"geoip_database": args.geoip_database})
+    options = options_from_settings(
+        settings,
+        on=args.on or datetime.now(UTC).date(),
+        listener_address=args.listen_host,
+        listener_port=args.listen_port,
+        trusted_hops=args.trusted_hops,
+    )
+    _print(translate(_policy(settings, args.catalog), options).to_dict(), args.json)
     return 0
 
 
@@ -121,6 +116,18 @@ def register(commands: Any) -> None:
         type=int,
         default=0,
         help="proxies in front of Envoy whose X-Forwarded-For entries are believed",
+    )
+    translate.add_argument(
+        "--on",
+        type=date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="decide by the law in force on this date (default: today, UTC)",
+    )
+    translate.add_argument(
+        "--geoip-database",
+        type=Path,
+        help="country .mmdb Envoy's geoip filter reads (default: GATEWAY_GEOIP_DATABASE, else "
+        "the bundled one)",
     )
     translate.add_argument("--json", action="store_true", help="JSON instead of YAML")
     translate.set_defaults(handler=_translate)

@@ -49,41 +49,35 @@ local function sha256_hex(text)
   return table.concat(hex_parts, "", 1, 32)
 end
 
--- Python's repr() of a plain value, as gateway.intake._shown quotes it (ASCII-safe values).
-local function shown(value)
-  local quoted
+-- Python's repr() of a plain (ASCII-safe) string.
+local function py_repr(value)
   if value:find("'", 1, true) and not value:find('"', 1, true) then
-    quoted = '"' .. value .. '"'
-  else
-    quoted = "'" .. value:gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
+    return '"' .. value .. '"'
   end
+  return "'" .. value:gsub("\\", "\\\\"):gsub("'", "\\'") .. "'"
+end
+
+-- A value as gateway.intake._shown quotes it: repr(), cut after SHOWN_CHARS.
+local function shown(value)
+  local quoted = py_repr(value)
   if #value <= SHOWN_CHARS then
     return quoted
   end
   return "'" .. value:sub(1, SHOWN_CHARS) .. "'... (" .. #value .. " characters)"
 end
 
-local function json_string(value)
-  local escaped = value:gsub('[%c"\\]', function(c)
-    if c == '"' then
-      return '\\"'
-    elseif c == "\\" then
-      return "\\\\"
-    end
-    return string.format("\\u%04x", c:byte())
-  end)
-  return '"' .. escaped .. '"'
-end
-
-local function reply(h, status, message, error_type, code, param, decision_id)
+-- `explained`: more members of the error object (`,"reasons":[...],"residency":{...}`).
+local function reply(h, status, message, error_type, code, param, decision_id, explained)
   local body = '{"error":{"message":' .. json_string(message) .. ',"type":' .. json_string(error_type)
     .. ',"param":' .. (param and json_string(param) or "null") .. ',"code":' .. json_string(code)
   local headers = { [":status"] = tostring(status), ["content-type"] = "application/json" }
+  -- Envoy's local-reply rewriting (local_replies.py) leaves answers marked so alone.
+  h:headers():replace("x-residency-answered", "1")
   if decision_id ~= nil then
     body = body .. ',"decision_id":' .. json_string(decision_id)
     headers["x-residency-decision"] = decision_id
   end
-  h:respond(headers, body .. "}}")
+  h:respond(headers, body .. (explained or "") .. "}}")
 end
 
 local function invalid(h, status, message, code, param)
@@ -164,14 +158,11 @@ local function ids(t, mask)
   return table.concat(out, ",")
 end
 
--- Jurisdictions as "DE:client_ip,IN:declared_subject" (the sources gateway/routing/locate names).
-local function noted_facts(h, t, f, geo)
+-- The request's facts; jurisdictions as "DE:client_ip,IN:declared_subject" (locate()'s sources).
+local function noted_facts(h, t, f, geo, jurisdictions)
   local found = {}
-  for _, j in ipairs({ { geo, "client_ip" }, { f.subject, "declared_subject" },
-    { f.key.home, "tenant_home" } }) do
-    if j[1] then
-      found[#found + 1] = j[1] .. ":" .. j[2]
-    end
+  for _, j in ipairs(jurisdictions) do
+    found[#found + 1] = j.country .. ":" .. j.source
   end
   note(h, "tenant", f.key.tenant)
   note(h, "data_class", f.data_class)
@@ -188,13 +179,11 @@ local function haversine_km(lat1, lon1, lat2, lon2)
   return 2 * EARTH_RADIUS_KM * math.asin(math.min(1.0, math.sqrt(a)))
 end
 
--- Usable regions nearest first (ties by id), a weighted pick in the <= 100 km tier, then the
--- selector: the failover list if it has a route, else the chosen region alone.
--- The pick draws a random number, not Python's crc32(request id): same weights, other draw.
-local function choose(t, usable, origin)
+-- The regions of `mask` nearest to `origin` first (ties by id), as { i = index, d = km }.
+local function ranked_by_distance(t, mask, origin)
   local ranked = {}
   for i = 0, #t.regions - 1 do
-    if has(usable, i) then
+    if has(mask, i) then
       local c = t.coordinates[i + 1]
       ranked[#ranked + 1] = { i = i, d = haversine_km(origin[1], origin[2], c[1], c[2]) }
     end
@@ -205,6 +194,13 @@ local function choose(t, usable, origin)
     end
     return x.i < y.i
   end)
+  return ranked
+end
+
+-- A weighted pick in the <= 100 km tier of the usable regions `ranked`, the failover list, and
+-- the selector: the list if it has a route, else the chosen region alone.
+-- The pick draws a random number, not Python's crc32(request id): same weights, other draw.
+local function choose(t, ranked)
   local nearest, total, tier = ranked[1].d, 0, {}
   for _, r in ipairs(ranked) do
     local weight = t.weights[r.i + 1]
@@ -226,21 +222,27 @@ local function choose(t, usable, origin)
       point = point - weight
     end
   end
-  -- The failover list: the chosen region, then the others nearest first (as decide() orders).
-  local order = { t.regions[chosen + 1] }
+  -- The chosen region, then the others nearest first (as decide() orders its fallbacks).
+  local fallbacks = {}
   for _, r in ipairs(ranked) do
-    if #order >= t.max_attempts then
-      break
-    end
     if r.i ~= chosen then
-      order[#order + 1] = t.regions[r.i + 1]
+      fallbacks[#fallbacks + 1] = t.regions[r.i + 1]
     end
+  end
+  local order = { t.regions[chosen + 1], unpack(fallbacks, 1, t.max_attempts - 1) }
+  local why = "the nearest allowed healthy region"
+  if #tier > 1 then
+    local weights = {}
+    for k, r in ipairs(tier) do
+      weights[k] = t.regions[r.i + 1] .. " " .. t.weights[r.i + 1]
+    end
+    why = "a weighted choice among equally near allowed healthy regions (weights: "
+      .. table.concat(weights, ", ") .. ")"
   end
   local key = table.concat(order, ",")
-  if t.orders[key] then
-    return key, order[1], key
-  end
-  return order[1], order[1], order[1] -- no aggregate for this list: the chosen region alone
+  -- no aggregate for this list: the chosen region alone
+  local selector = t.orders[key] and key or order[1]
+  return { selector = selector, region = order[1], fallbacks = fallbacks, why = why }
 end
 
 local function model_of(h)
@@ -313,49 +315,21 @@ local function facts_of(h, t, headers)
   return { key = key, subject = subject, data_class = class_name, model = model }
 end
 
-local function refuse(h, status, message, decision_id)
-  local kinds = {
-    [451] = { "residency_violation", "no_allowed_region" },
-    [503] = { "region_unavailable", "no_healthy_region" },
-    [404] = { "invalid_request_error", "model_not_found" },
-  }
-  local kind = kinds[status]
-  note(h, "refusal", kind[2])
-  reply(h, status, message, kind[1], kind[2], nil, decision_id)
-end
+local REFUSALS = {
+  [451] = { "residency_violation", "no_allowed_region", "refused" },
+  [503] = { "region_unavailable", "no_healthy_region", "unavailable" },
+  [404] = { "invalid_request_error", "model_not_found", "model_not_found" },
+}
 
--- Intersect the pushed masks for these facts and pick the region; nil after a refusal.
-local function decide(h, t, f, geo, decision_id)
-  local countries = {}
-  for _, c in ipairs({ geo or false, f.subject or false, f.key.home or false }) do
-    if c then
-      countries[#countries + 1] = c
+-- The jurisdictions in decide()'s order, with their sources, and the point distances are from.
+local function locate(t, f, geo)
+  local jurisdictions, countries = {}, {}
+  for _, j in ipairs({ { geo, "client_ip" }, { f.subject, "declared_subject" },
+    { f.key.home, "tenant_home" } }) do
+    if j[1] then
+      jurisdictions[#jurisdictions + 1] = { country = j[1], source = j[2] }
+      countries[#countries + 1] = j[1]
     end
-  end
-  if #countries == 0 then
-    return refuse(h, 451, UNKNOWN_ORIGIN, decision_id)
-  end
-  local by_country = t.allow[f.key.class + 1][f.data_class]
-  local allowed = by_country["*"]
-  for _, c in ipairs(countries) do
-    allowed = intersect(allowed, by_country[c] or by_country["*"])
-  end
-  local where = table.concat(countries, ", ")
-  note(h, "allowed", ids(t, allowed))
-  if empty(allowed) then
-    return refuse(h, 451, "no region may process " .. f.data_class
-      .. " data here (jurisdictions: " .. where .. ")", decision_id)
-  end
-  local serving = t.models[f.model]
-  local usable = serving and intersect(intersect(allowed, t.active), serving) or nil
-  if usable == nil or empty(usable) then
-    if serving == nil then
-      return refuse(h, 404, "no region serves model '" .. f.model .. "'", decision_id)
-    elseif empty(intersect(allowed, serving)) then
-      return refuse(h, 451, "model '" .. f.model .. "' is served only in regions that may not "
-        .. "process " .. f.data_class .. " data (jurisdictions: " .. where .. ")", decision_id)
-    end
-    return refuse(h, 503, "every allowed region is unavailable", decision_id)
   end
   local origin = nil
   for _, c in ipairs(countries) do
@@ -364,7 +338,72 @@ local function decide(h, t, f, geo, decision_id)
       break
     end
   end
-  return choose(t, usable, origin or { 0, 0 })
+  return jurisdictions, countries, origin or { 0, 0 }
+end
+
+-- Why each allowed region is not usable, nearest first (decide()'s "skipped").
+local function skipped(t, f, allowed, serving, origin)
+  local out = {}
+  for _, r in ipairs(ranked_by_distance(t, allowed, origin)) do
+    local why = nil
+    if not has(t.active, r.i) then
+      why = "region is " .. t.statuses[r.i + 1]
+    elseif not has(serving, r.i) then
+      why = "does not serve model " .. f.model
+    end
+    if why ~= nil then
+      out[#out + 1] = t.regions[r.i + 1] .. ": " .. why
+    end
+  end
+  return table.concat(out, "; ")
+end
+
+local function refuse(h, t, f, geo, jurisdictions, status, reason, regimes, decision_id)
+  local kind = REFUSALS[status]
+  note(h, "refusal", kind[2])
+  reply(h, status, reason, kind[1], kind[2], nil, decision_id, explanation(t, f, geo,
+    jurisdictions, kind[3], status, reason, nil, regimes, decision_id))
+  return nil
+end
+
+-- Intersect the pushed masks for these facts and pick the region: the choice (with its
+-- explanation), or nil after a refusal.
+local function decide(h, t, f, geo, decision_id)
+  local jurisdictions, countries, origin = locate(t, f, geo)
+  noted_facts(h, t, f, geo, jurisdictions)
+  if #countries == 0 then
+    return refuse(h, t, f, geo, jurisdictions, 451, UNKNOWN_ORIGIN, "[]", decision_id)
+  end
+  local by_country = t.allow[f.key.class + 1][f.data_class]
+  local allowed = by_country["*"]
+  for _, c in ipairs(countries) do
+    allowed = intersect(allowed, by_country[c] or by_country["*"])
+  end
+  note(h, "allowed", ids(t, allowed))
+  local serving = t.models[f.model]
+  local usable = serving and intersect(intersect(allowed, t.active), serving) or nil
+  if usable ~= nil and not empty(usable) then
+    local choice = choose(t, ranked_by_distance(t, usable, origin))
+    choice.explained = routed_explanation(t, f, geo, jurisdictions, countries, choice,
+      decision_id)
+    return choice
+  end
+  local law, regimes = law_of(t, f, jurisdictions, countries)
+  local status, reason
+  if empty(allowed) then
+    status, reason = 451, "no region may process " .. law
+  elseif serving == nil then
+    status, reason = 404, "no region serves model " .. py_repr(f.model)
+  elseif empty(intersect(allowed, serving)) then
+    status = 451
+    reason = "model " .. py_repr(f.model) .. " is served only in regions that may not process "
+      .. law
+  else
+    status = 503
+    reason = "every allowed region is unavailable (" .. skipped(t, f, allowed, serving, origin)
+      .. ")"
+  end
+  return refuse(h, t, f, geo, jurisdictions, status, reason, regimes, decision_id)
 end
 
 function envoy_on_request(h)
@@ -383,17 +422,19 @@ function envoy_on_request(h)
   if f == nil then
     return
   end
-  noted_facts(h, t, f, geo)
-  local selector, region, order = decide(h, t, f, geo, decision_id)
-  if selector == nil then
+  local choice = decide(h, t, f, geo, decision_id)
+  if choice == nil then
     return
   end
-  note(h, "order", order)
-  headers:replace(SELECTOR, selector)
+  -- The list Envoy tries in order: an aggregate's key, or the chosen region alone.
+  note(h, "order", choice.selector)
+  headers:replace(SELECTOR, choice.selector)
   h:clearRouteCache()
   local metadata = h:streamInfo():dynamicMetadata()
-  metadata:set(NAMESPACE, "region", region)
+  metadata:set(NAMESPACE, "region", choice.region)
   metadata:set(NAMESPACE, "decision", decision_id)
+  -- For Envoy's own answer should no region answer (local_replies.py).
+  metadata:set(NAMESPACE, "explained", choice.explained)
 end
 
 -- The response headers naming the decision are added by the listener's code (FALLBACK_LUA in

@@ -53,8 +53,11 @@ FACTS_NAMESPACE = "residency"
 
 @cache
 def lua_source() -> str:
-    """The decision filter's Lua code (package data)."""
-    return files("gateway.envoy").joinpath("decision.lua").read_text("utf-8")
+    """The decision filter's Lua code (package data): the explanations, then the decision."""
+    package = files("gateway.envoy")
+    return "\n".join(
+        package.joinpath(name).read_text("utf-8") for name in ("explain.lua", "decision.lua")
+    )
 
 
 def decision_filters(geoip_database: str) -> list[HttpFilter]:
@@ -125,10 +128,15 @@ end
 
 function envoy_on_response(h)
   local decided = h:streamInfo():dynamicMetadata():get("envoy.filters.http.lua")
-  if decided ~= nil and decided.region ~= nil then
-    h:headers():replace("x-residency-decision", decided.decision)
-    if h:headers():get("x-residency-region") == nil then -- failover routes set who answered
-      h:headers():replace("x-residency-region", decided.region)
+  local headers = h:headers()
+  if headers:get("x-residency-local-reply") ~= nil then
+    -- Envoy's own answer (no region answered: local_replies.py): it names no region.
+    headers:remove("x-residency-local-reply")
+    headers:remove("x-residency-region")
+  elseif decided ~= nil and decided.region ~= nil then
+    headers:replace("x-residency-decision", decided.decision)
+    if headers:get("x-residency-region") == nil then -- failover routes set who answered
+      headers:replace("x-residency-region", decided.region)
     end
   end
 end
@@ -163,12 +171,16 @@ def lua_literal(value: AnyValue) -> str:
 
 
 def decision_route_config(
-    tables: DecisionTables, orders: Iterable[tuple[str, ...]], max_attempts: int
+    tables: DecisionTables,
+    orders: Iterable[tuple[str, ...]],
+    max_attempts: int,
+    explanation: dict[str, AnyValue],
 ) -> dict[str, Any]:
     """typed_per_filter_config of the decision route: the tables compiled into its Lua code.
 
-    `orders` are the ordered failover lists that have a route (gateway.envoy.failover)."""
-    data = tables.to_dict()
+    `orders` are the ordered failover lists that have a route (gateway.envoy.failover);
+    `explanation` what the filter needs to explain itself (gateway.envoy.explain_tables)."""
+    data = tables.to_dict() | explanation
     data["orders"] = {",".join(order): True for order in sorted(orders)}
     data["max_attempts"] = max_attempts
     code = f"local TABLES = {lua_literal(data)}\n{lua_source()}"

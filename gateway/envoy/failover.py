@@ -121,9 +121,13 @@ def aggregate_cluster(order: Order, cluster_names: list[str]) -> Cluster:
 
 
 def failover_route(order: Order, selector: str, action: RouteAction) -> Route:
-    """The route of an ordered list: its aggregate, retried region by region, in order."""
+    """The route of an ordered list: its aggregate, retried region by region, in order.
+
+    `action` is the first region's; its retry policy's per-try (first byte) timeout is kept."""
+    per_try_timeout = action.retry_policy.per_try_timeout if action.retry_policy else None
     action.cluster = aggregate_name(order)
     action.retry_policy = RetryPolicy(
+        per_try_timeout=per_try_timeout,
         # Envoy retries only before the response started: never after bytes reached the client.
         retry_on="connect-failure,reset,5xx",
         num_retries=len(order) - 1,

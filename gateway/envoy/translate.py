@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any as AnyValue
 from typing import cast
@@ -35,6 +35,7 @@ from envoy_data_plane.envoy.config.core.v3 import (
     HeaderValueOptionHeaderAppendAction,
     HealthCheck,
     HealthCheckHttpHealthCheck,
+    HttpProtocolOptions,
     Metadata,
     SocketAddress,
     TransportSocket,
@@ -49,6 +50,7 @@ from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Liste
 from envoy_data_plane.envoy.config.route.v3 import (
     DirectResponseAction,
     HeaderMatcher,
+    RetryPolicy,
     Route,
     RouteAction,
     RouteConfiguration,
@@ -73,8 +75,10 @@ from envoy_data_plane.envoy.type.v3 import Percent
 from envoy_data_plane.google.protobuf import Any, Struct
 
 from compliance.snapshot import PolicySnapshot
+from gateway.envoy import proto_speed
 from gateway.envoy.access_log import file_access_log
 from gateway.envoy.decision_filters import decision_filters, decision_route_config
+from gateway.envoy.explain_tables import explanation_tables
 from gateway.envoy.failover import (
     Order,
     aggregate_cluster,
@@ -82,8 +86,16 @@ from gateway.envoy.failover import (
     reachable_orders,
     routable,
 )
+from gateway.envoy.limits import (
+    EdgeLimits,
+    body_limit_filter,
+    connection_limit_filter,
+)
+from gateway.envoy.local_replies import local_reply_config
 from gateway.envoy.tables import build_tables
 from regions.catalog import Region, RegionStatus
+
+proto_speed.install()
 
 LISTENER_NAME = "residency_http"
 ROUTE_CONFIG_NAME = "residency_routes"
@@ -108,6 +120,9 @@ class EnvoyOptions:
     listener_port: int = 10000
     connect_timeout: float = 2.0
     stream_idle_timeout: float = 120.0
+    """Longest silence of a region mid-answer (routes to regions; the settings' read timeout)."""
+    first_byte_timeout: float = 60.0
+    """Longest wait for a region's response headers before the next region is tried."""
     health_check_path: str = "/healthz"
     health_check_interval: float = 5.0
     trusted_hops: int = 0
@@ -124,6 +139,12 @@ class EnvoyOptions:
     """The country .mmdb Envoy's geoip filter reads (with `decision_on`)."""
     access_log_path: str = ""
     """File Envoy writes one JSON line per request to (gateway.envoy.access_log); "": none."""
+    limits: EdgeLimits = field(default_factory=EdgeLimits)
+    """What one client may cost the listener (the Python data path's limits)."""
+
+
+Packed = Mapping[str, tuple[tuple[str, Any], ...]]
+"""Resources as a DiscoveryResponse carries them: type URL -> ((name, Any), ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,14 +155,14 @@ class EnvoyResources:
     listeners: tuple[Listener, ...]
     routes: tuple[RouteConfiguration, ...]
     clusters: tuple[Cluster, ...]
+    packed: Packed | None = field(default=None, compare=False, repr=False)
+    """The same resources serialized (by `translate`, which packs each once); None: pack on use."""
 
-    def by_type(self) -> Mapping[str, tuple[tuple[str, Any], ...]]:
+    def by_type(self) -> Packed:
         """Resources packed for a DiscoveryResponse: type URL -> ((name, Any), ...)."""
-        return {
-            LISTENER_TYPE: tuple((r.name, Any.pack(r)) for r in self.listeners),
-            ROUTE_TYPE: tuple((r.name, Any.pack(r)) for r in self.routes),
-            CLUSTER_TYPE: tuple((r.name, Any.pack(r)) for r in self.clusters),
-        }
+        if self.packed is not None:
+            return self.packed
+        return pack(self.listeners, self.routes, self.clusters)
 
     def to_dict(self) -> dict[str, AnyValue]:
         """Plain data in Envoy's own (snake_case proto JSON) spelling, for golden files and CLI."""
@@ -152,6 +173,19 @@ class EnvoyResources:
             "routes": [plain(m) for m in self.routes],
             "clusters": [plain(m) for m in self.clusters],
         }
+
+
+def pack(
+    listeners: tuple[Listener, ...],
+    routes: tuple[RouteConfiguration, ...],
+    clusters: tuple[Cluster, ...],
+) -> Packed:
+    """Serialize every resource once, into the Any a DiscoveryResponse carries."""
+    return {
+        LISTENER_TYPE: tuple((r.name, Any.pack(r)) for r in listeners),
+        ROUTE_TYPE: tuple((r.name, Any.pack(r)) for r in routes),
+        CLUSTER_TYPE: tuple((r.name, Any.pack(r)) for r in clusters),
+    }
 
 
 # betterproto2's SNAKE casing re-cases the field names (consecutive_5xx -> consecutive_5_xx),
@@ -182,21 +216,24 @@ def translate(policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
     if options.decision_on is not None:
         tables = build_tables(policy, options.decision_on)
         orders = routable(reachable_orders(tables, options.max_attempts), policy.region_by_id)
-        decision = decision_route_config(tables, orders, options.max_attempts)
+        explanation = explanation_tables(policy, tables, options.decision_on)
+        decision = decision_route_config(tables, orders, options.max_attempts, explanation)
     by_id = policy.region_by_id
     failover = [
-        failover_route(order, REGION_HEADER, _route_action(by_id[order[0]]))
+        failover_route(order, REGION_HEADER, _route_action(by_id[order[0]], options))
         for order in sorted(orders)
     ]
-    routes = (_route_configuration(routed, failover, decision),)
+    routes = (_route_configuration(routed, failover, decision, options),)
     clusters = tuple(_cluster(region, options) for region in served) + tuple(
         aggregate_cluster(order, [cluster_name(r) for r in order]) for order in sorted(orders)
     )
+    packed = pack(listeners, routes, clusters)
     digest = hashlib.sha256()
-    for message in (*listeners, *routes, *clusters):
-        digest.update(bytes(message))
+    for type_url in (LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE):
+        for _, message in packed[type_url]:
+            digest.update(message.value)  # the message's own bytes: serialized once, here
     version = f"{policy.version}-{digest.hexdigest()[:12]}"
-    return EnvoyResources(version, listeners, routes, clusters)
+    return EnvoyResources(version, listeners, routes, clusters, packed)
 
 
 def _seconds(value: float) -> timedelta:
@@ -204,6 +241,7 @@ def _seconds(value: float) -> timedelta:
 
 
 def _listener(options: EnvoyOptions) -> Listener:
+    limits = options.limits
     manager = HttpConnectionManager(
         stat_prefix="residency",
         rds=Rds(
@@ -216,9 +254,19 @@ def _listener(options: EnvoyOptions) -> Listener:
         # never from a header the client chose.
         use_remote_address=True,
         xff_num_trusted_hops=options.trusted_hops,
-        stream_idle_timeout=_seconds(options.stream_idle_timeout),
+        # Until a region is chosen, silence is the client's (a stalled body); region routes
+        # set the upstream read timeout in its place (their idle_timeout).
+        stream_idle_timeout=_seconds(limits.body_idle_timeout),
+        request_headers_timeout=_seconds(limits.header_timeout),
+        max_request_headers_kb=limits.header_kib,
+        # A connection that sends nothing (or nothing more) is closed, as the Python path does.
+        common_http_protocol_options=HttpProtocolOptions(
+            idle_timeout=_seconds(limits.header_timeout)
+        ),
+        local_reply_config=local_reply_config(limits),
         access_log=[file_access_log(options.access_log_path)] if options.access_log_path else [],
         http_filters=[
+            body_limit_filter(limits),
             *(decision_filters(options.geoip_database) if options.decision_on else []),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
         ],
@@ -230,10 +278,11 @@ def _listener(options: EnvoyOptions) -> Listener:
         filter_chains=[
             FilterChain(
                 filters=[
+                    connection_limit_filter(limits),
                     Filter(
                         name="envoy.filters.network.http_connection_manager",
                         typed_config=Any.pack(manager),
-                    )
+                    ),
                 ]
             )
         ],
@@ -241,7 +290,7 @@ def _listener(options: EnvoyOptions) -> Listener:
 
 
 def _route_configuration(
-    routed: list[Region], failover: list[Route], decision: dict[str, Any]
+    routed: list[Region], failover: list[Route], decision: dict[str, Any], options: EnvoyOptions
 ) -> RouteConfiguration:
     routes = [
         Route(
@@ -252,7 +301,7 @@ def _route_configuration(
                     HeaderMatcher(name=REGION_HEADER, string_match=StringMatcher(exact=region.id))
                 ],
             ),
-            route=_route_action(region),
+            route=_route_action(region, options),
         )
         for region in routed
     ]
@@ -281,12 +330,16 @@ def _route_configuration(
     )
 
 
-def _route_action(region: Region) -> RouteAction:
+def _route_action(region: Region, options: EnvoyOptions) -> RouteAction:
     base_path = urlsplit(region.base_url).path.rstrip("/")
     return RouteAction(
         cluster=cluster_name(region.id),
         # Streams last as long as they keep sending; the idle timeout bounds a silent region.
         timeout=timedelta(0),
+        idle_timeout=_seconds(options.stream_idle_timeout),
+        # Envoy ignores a try's timeout once the client got the response headers, so this
+        # bounds the wait for the first byte only (failover routes retry on it).
+        retry_policy=RetryPolicy(per_try_timeout=_seconds(options.first_byte_timeout)),
         prefix_rewrite=f"{base_path}/" if base_path else "",
         auto_host_rewrite=True,
     )
@@ -321,6 +374,9 @@ def _cluster(region: Region, options: EnvoyOptions) -> Cluster:
             HealthCheck(
                 timeout=_seconds(min(1.0, options.health_check_interval)),
                 interval=_seconds(options.health_check_interval),
+                # Envoy's default checks a region without traffic once a minute only: a
+                # failover target must be known down before a request needs it.
+                no_traffic_interval=_seconds(options.health_check_interval),
                 unhealthy_threshold=2,
                 healthy_threshold=1,
                 http_health_check=HealthCheckHttpHealthCheck(path=options.health_check_path),

@@ -73,13 +73,19 @@ class DecidingEnvoy:
 
 @contextmanager
 def deciding_envoy(
-    policy: PolicySnapshot, directory: Path, node: str, regions: tuple[str, ...]
+    policy: PolicySnapshot,
+    directory: Path,
+    node: str,
+    regions: tuple[str, ...],
+    options: EnvoyOptions | None = None,
 ) -> Iterator[DecidingEnvoy]:
-    """Push `policy` with the decision filter; wait until `regions` are healthy in Envoy."""
+    """Push `policy` with the decision filter; wait until `regions` are healthy in Envoy.
+
+    `options`: the listener's (default: `decision_options()`)."""
     require_envoy()
     server = XdsServer()
     server.start()
-    options = decision_options()
+    options = options or decision_options()
     resources = publish(server, policy, options)
     try:
         with running_envoy(directory, server.port, node) as envoy:

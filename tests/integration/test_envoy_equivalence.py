@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
+from typing import Any
 
 import maxminddb
 import pytest
@@ -188,8 +189,35 @@ def test_envoy_decides_like_decide(
         assert chosen in _nearest_tier(decision, snapshot, tenant), decision.reasons
         assert reached == {chosen}  # the simulators' own counters
     else:
-        assert response.json()["error"]["code"] != ""
+        assert_refusal_explained_alike(response.json()["error"], decision)
+        assert response.headers["x-residency-decision"] == response.json()["error"]["decision_id"]
         assert reached == set()
+
+
+EXPLAINED_ALIKE = (
+    "outcome",
+    "status",
+    "chosen_region",
+    "fallbacks",
+    "policy_version",
+    "reasons",
+    "jurisdictions",
+    "regimes",
+)
+
+
+def assert_refusal_explained_alike(error: dict[str, Any], decision: Decision) -> None:
+    """Envoy's refusal body says what decide() says (all but per-region verdicts and ids)."""
+    expected = decision.to_dict()
+    assert error["message"] == "; ".join(decision.reasons)
+    assert error["reasons"] == list(decision.reasons)
+    residency = error["residency"]
+    assert set(residency) == set(expected) - {"candidates"}
+    for key in EXPLAINED_ALIKE:
+        assert residency[key] == expected[key], key
+    facts = {k: v for k, v in expected["facts"].items() if k != "at"}
+    assert {k: v for k, v in residency["facts"].items() if k != "at"} == facts
+    assert residency["decision_id"] == error["decision_id"]
 
 
 # -- the residency matrix (tests/unit/test_policy_rules.py) through Envoy --------------------

@@ -5,29 +5,36 @@ and leave the gateway serving with every region healthy."""
 from __future__ import annotations
 
 import contextlib
-import select
 import selectors
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import httptools
 import httpx
 import orjson
 import pytest
 
-from tests.integration.conftest import DEMO_KEY, IP_DE, GatewayProcess, readiness
+from tests.integration.conftest import GatewayProcess, readiness
+from tests.integration.raw_http import (
+    HANG_BOUND,
+    RawResponse,
+    assert_closed_with_error,
+    chat_head,
+    connect,
+    exchange,
+    post_chat,
+    read_response,
+    request_with_header_block,
+    stalled_body_answer,
+    trickled_header_answer,
+)
 
 pytestmark = pytest.mark.integration
 
 HEADER_LIMIT = 60 * 1024  # the default GATEWAY_MAX_REQUEST_HEADER_BYTES
 TIMEOUT = 1.0  # header and body idle timeouts of `limits_gateway`, in seconds
-HANG_BOUND = 15.0  # a test waiting longer than this for an answer has found a hang
 CONNECTION_LIMIT = 50
-CHAT_BODY = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})
 
 
 @pytest.fixture(scope="module")
@@ -53,101 +60,10 @@ def flood_gateway(
         yield running
 
 
-# -- raw HTTP over a socket ---------------------------------------------------------------
-
-
-@dataclass
-class RawResponse:
-    """One HTTP response read off a socket, and whether the server closed the connection."""
-
-    status: int = 0
-    headers: dict[str, str] = field(default_factory=dict)
-    body: bytes = b""
-    complete: bool = False
-    closed: bool = False
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.decode().lower()] = value.decode()
-
-    def on_body(self, body: bytes) -> None:
-        self.body += body
-
-    def on_message_complete(self) -> None:
-        self.complete = True
-
-    def error(self) -> dict[str, Any]:
-        """The JSON error object, checking the gateway's error shape."""
-        assert self.headers["content-type"].startswith("application/json"), self.headers
-        body = orjson.loads(self.body)
-        assert set(body) == {"error"}, body
-        error: dict[str, Any] = body["error"]
-        assert {"message", "type", "param", "code"} <= set(error), error
-        assert isinstance(error["message"], str) and error["message"]
-        return error
-
-
-def connect(gateway: GatewayProcess) -> socket.socket:
-    """A TCP connection to the gateway, with HANG_BOUND as its read timeout."""
-    sock = socket.create_connection(("127.0.0.1", gateway.port), timeout=HANG_BOUND)
-    sock.settimeout(HANG_BOUND)
-    return sock
-
-
-def read_response(sock: socket.socket, *, until_closed: bool = False) -> RawResponse:
-    """Read one response (and, with `until_closed`, on until the server closes)."""
-    response = RawResponse()
-    parser = httptools.HttpResponseParser(response)
-    while not response.complete or until_closed:
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            data = b""
-        if not data:
-            response.closed = True
-            break
-        if not response.complete:
-            parser.feed_data(data)
-            response.status = parser.get_status_code()
-    return response
-
-
-def exchange(gateway: GatewayProcess, request: bytes) -> RawResponse:
-    """Send `request` on a new connection; read the answer and on until the server closes."""
-    with connect(gateway) as sock:
-        sock.sendall(request)
-        return read_response(sock, until_closed=True)
-
-
-def request_with_header_block(size: int) -> bytes:
-    """A GET /healthz whose header block (request line to the empty line) is `size` bytes."""
-    head = b"GET /healthz HTTP/1.1\r\nHost: gateway\r\nX-Pad: "
-    tail = b"\r\nConnection: close\r\n\r\n"
-    return head + b"p" * (size - len(head) - len(tail)) + tail
-
-
-def chat_head(content_length: int) -> bytes:
-    """The header block of a chat completion POST with a body of `content_length` bytes."""
-    return (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gateway\r\n"
-        b"Authorization: Bearer " + DEMO_KEY.encode() + b"\r\n"
-        b"X-Forwarded-For: " + IP_DE.encode() + b"\r\n"
-        b"Content-Type: application/json\r\n"
-        b"Content-Length: " + str(content_length).encode() + b"\r\n\r\n"
-    )
-
-
 def assert_serving(gateway: GatewayProcess) -> None:
     """A real request is served and every region is healthy (on a connection of its own)."""
     with httpx.Client(timeout=HANG_BOUND, trust_env=False) as client:
-        response = client.post(
-            f"{gateway.base_url}/v1/chat/completions",
-            content=CHAT_BODY,
-            headers={
-                "Authorization": f"Bearer {DEMO_KEY}",
-                "X-Forwarded-For": IP_DE,
-                "Content-Type": "application/json",
-            },
-        )
+        response = post_chat(gateway, client)
         assert response.status_code == 200, response.text
         report = client.get(f"{gateway.base_url}/readyz").json()
     assert report["regions_healthy"] == report["regions_total"], report
@@ -200,23 +116,10 @@ def test_one_huge_header_line_is_431_without_reading_it_whole(
 
 
 def test_trickled_header_gets_408_and_is_closed(limits_gateway: GatewayProcess) -> None:
-    with connect(limits_gateway) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gateway\r\n")
-        answered = False
-        for index in range(int(HANG_BOUND / 0.1)):  # one header line every 0.1 s, bounded
-            readable, _, _ = select.select([sock], [], [], 0.1)
-            if readable:
-                answered = True
-                break
-            with contextlib.suppress(OSError):
-                sock.sendall(b"X-Slow-%d: 1\r\n" % index)
-        assert answered, "the gateway kept waiting for a header block trickled for 15 s"
-        response = read_response(sock, until_closed=True)
-    assert response.status == 408
-    assert response.closed
-    error = response.error()
-    assert error["code"] == "request_timeout"
-    assert "request header block not received within 1 seconds" in error["message"]
+    response = trickled_header_answer(limits_gateway, b"GET /healthz HTTP/1.1")
+    assert_closed_with_error(
+        response, 408, "request_timeout", "request header block not received within 1 seconds"
+    )
     assert_serving(limits_gateway)
 
 
@@ -229,14 +132,10 @@ def test_connection_sending_nothing_is_closed(limits_gateway: GatewayProcess) ->
 
 
 def test_stalled_body_gets_408_and_is_closed(limits_gateway: GatewayProcess) -> None:
-    with connect(limits_gateway) as sock:
-        sock.sendall(chat_head(len(CHAT_BODY)) + CHAT_BODY[:10])
-        response = read_response(sock, until_closed=True)
-    assert response.status == 408, response.body
-    assert response.closed
-    error = response.error()
-    assert error["code"] == "request_timeout"
-    assert "request body stalled: no data for 1 seconds" in error["message"]
+    response = stalled_body_answer(limits_gateway)
+    assert_closed_with_error(
+        response, 408, "request_timeout", "request body stalled: no data for 1 seconds"
+    )
     assert_serving(limits_gateway)
 
 
