@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.http.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
-from gateway.http.records import Attempt, routing_record
 from gateway.http.relay import ClientWatch, NothingRelayed, declared_length, read_body, relay
 from gateway.http.upstream import UpstreamError, UpstreamResponse
 from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
 from gateway.routing.decide import decide
 from gateway.routing.decision import Decision, Outcome
+from gateway.routing.records import Attempt, routing_record
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.telemetry.tracing import RequestTrace
 
