@@ -15,7 +15,8 @@ from gateway.http.relay import ClientWatch, NothingRelayed, declared_length, rea
 from gateway.http.upstream import UpstreamError, UpstreamResponse
 from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
 from gateway.routing.decide import decide
-from gateway.routing.decision import Decision, Outcome
+from gateway.routing.decision import Outcome
+from gateway.routing.failover import still_allowed
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.telemetry.tracing import RequestTrace
 
@@ -164,22 +165,6 @@ class InferenceProxy:
         await exchange.finish(outcome, status)
         await send_json(send, status, body, headers)
 
-    def _still_allowed(self, decision: Decision, region_id: str) -> bool:
-        """Re-check a hop against the newest snapshot: a reload may have narrowed the set."""
-        latest: RoutingSnapshot = self._rt.snapshot
-        region = latest.policy.region_by_id.get(region_id)
-        if region is None or region.status.value != "active":
-            return False
-        facts = decision.facts
-        tenant = latest.policy.tenants.get(facts.tenant_id) if facts.tenant_id else None
-        evaluation = latest.policy.evaluate(
-            frozenset(j.country for j in decision.jurisdictions),
-            facts.data_class.value,
-            tenant,
-            facts.at.date(),
-        )
-        return region_id in evaluation.allowed
-
     async def _forward(
         self,
         scope: Scope,
@@ -208,7 +193,7 @@ class InferenceProxy:
         request.watch = ClientWatch(receive)  # a client that leaves cancels the exchange: 499
         try:
             for number, region_id in enumerate(route, start=1):
-                if number > 1 and not self._still_allowed(decision, region_id):
+                if number > 1 and not still_allowed(decision, region_id, self._rt.snapshot):
                     exchange.skip(region_id, "no_longer_allowed")
                     continue
                 region = snapshot.policy.region_by_id[region_id]
