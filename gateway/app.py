@@ -17,13 +17,13 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from gateway.api import admin as admin_api
 from gateway.api import audit as audit_api
 from gateway.api import audit_chain as audit_chain_api
+from gateway.errors import ApiError
 from gateway.http.asgi import ASGIApp, JsonResponse, Receive, Scope, Send, openai_error, send_json
 from gateway.http.proxy import INFERENCE_PATHS, InferenceProxy, UpstreamStreamBroken
 from gateway.http.relay import declared_length, read_body
 from gateway.intake import (
     MAX_IP_CHARS,
     MAX_MODEL_CHARS,
-    RequestRejected,
     authenticate,
     new_request_id,
     parse_explain_body,
@@ -83,8 +83,8 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
 
     api = FastAPI(title="Residency Gateway", lifespan=lifespan, default_response_class=JsonResponse)
 
-    @api.exception_handler(RequestRejected)
-    async def _rejected(_: Request, exc: RequestRejected) -> JsonResponse:
+    @api.exception_handler(ApiError)
+    async def _rejected(_: Request, exc: ApiError) -> JsonResponse:
         body = openai_error(exc.message, "invalid_request_error", exc.code, param=exc.param)
         return JsonResponse(body, status_code=exc.status, headers=dict(exc.headers))
 
@@ -160,7 +160,7 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
         limit = runtime.settings.max_body_bytes
         declared = declared_length(request.scope)
         if declared is not None and declared > limit:
-            raise RequestRejected(
+            raise ApiError(
                 413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
             )
         query = parse_explain_body(await read_body(request.receive, limit))

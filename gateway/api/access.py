@@ -18,7 +18,8 @@ from fastapi import Depends, Request
 from compliance.store.access_store import AccessStore, Principal, Role
 from compliance.store.errors import StoreError, StoreUnavailable
 from gateway.auth_throttle import AuthGuard
-from gateway.intake import RequestRejected, bearer_token
+from gateway.errors import ApiError
+from gateway.intake import bearer_token
 from gateway.routing.snapshot import RoutingSnapshot
 
 if TYPE_CHECKING:
@@ -32,12 +33,12 @@ READ_CONFIG = frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR})
 WRITE_POLICY = frozenset({Role.ADMIN})
 
 
-def _refuse(request: Request, status: int, message: str, code: str) -> RequestRejected:
+def _refuse(request: Request, status: int, message: str, code: str) -> ApiError:
     client = request.client.host if request.client else "-"
     logger.warning(
         "access refused: %s %s from %s: %s", request.method, request.url.path, client, message
     )
-    return RequestRejected(status, message, code)
+    return ApiError(status, message, code)
 
 
 def require(

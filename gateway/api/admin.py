@@ -44,9 +44,9 @@ from compliance.store.admin_ops import (
 from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable
 from compliance.store.region_facts import LegalFactsForbidden
 from gateway.api.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, role_gate
+from gateway.errors import ApiError
 from gateway.http.asgi import JsonResponse
 from gateway.http.relay import declared_length, read_body
-from gateway.intake import RequestRejected
 from gateway.runtime import GatewayRuntime
 from regions.catalog import Region
 from regions.health import HealthTracker
@@ -56,19 +56,19 @@ SERVE_WAIT_S = 2.0
 """How long a write waits for this replica to serve it before answering anyway."""
 
 
-def _rejected(exc: Exception) -> RequestRejected:
+def _rejected(exc: Exception) -> ApiError:
     """The one place store and validation errors become HTTP errors."""
     if isinstance(exc, LegalFactsForbidden):
-        return RequestRejected(403, str(exc), "forbidden")
+        return ApiError(403, str(exc), "forbidden")
     if isinstance(exc, InvalidDocument | InvalidReference):
-        return RequestRejected(400, str(exc), "invalid_value", exc.field)
+        return ApiError(400, str(exc), "invalid_value", exc.field)
     if isinstance(exc, PreconditionFailed):
-        return RequestRejected(412, str(exc), "precondition_failed")
+        return ApiError(412, str(exc), "precondition_failed")
     if isinstance(exc, NotFoundError):
-        return RequestRejected(404, str(exc), "not_found")
+        return ApiError(404, str(exc), "not_found")
     if isinstance(exc, StoreUnavailable):
-        return RequestRejected(503, f"policy database unavailable: {exc}", "database_unavailable")
-    return RequestRejected(409, str(exc), "conflict")
+        return ApiError(503, f"policy database unavailable: {exc}", "database_unavailable")
+    return ApiError(409, str(exc), "conflict")
 
 
 async def _run(call: Callable[[], T]) -> T:
@@ -81,18 +81,14 @@ async def _run(call: Callable[[], T]) -> T:
 async def _json_body(request: Request, limit: int) -> Any:
     declared = declared_length(request.scope)
     if declared is not None and declared > limit:
-        raise RequestRejected(
-            413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
-        )
+        raise ApiError(413, f"request body exceeds the limit of {limit} bytes", "request_too_large")
     raw = await read_body(request.receive, limit)
     if not raw.strip():
-        raise RequestRejected(400, "request body is empty; expected a JSON object", "invalid_json")
+        raise ApiError(400, "request body is empty; expected a JSON object", "invalid_json")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise RequestRejected(
-            400, f"request body is not valid JSON: {exc}", "invalid_json"
-        ) from None
+        raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
 
 
 def _principal(request: Request) -> Principal:

@@ -26,7 +26,7 @@ from compliance.store.access_store import Principal
 from gateway.api import audit_changes as audit_changes_api
 from gateway.api.access import READ_AUDIT, role_gate
 from gateway.api.audit_http import bad_filter, read_off_loop, refuse_unknown
-from gateway.intake import RequestRejected
+from gateway.errors import ApiError
 
 if TYPE_CHECKING:
     from gateway.runtime import GatewayRuntime
@@ -91,9 +91,7 @@ def router(runtime: GatewayRuntime) -> APIRouter:
         """One routing record with its explanation in plain words and its trace id."""
         record = await read_off_loop(reader.get, decision_id)
         if record is None:
-            raise RequestRejected(
-                404, f"no routing record with decision id {decision_id!r}", "not_found"
-            )
+            raise ApiError(404, f"no routing record with decision id {decision_id!r}", "not_found")
         return decision_document(record)
 
     @api.get("/reports")

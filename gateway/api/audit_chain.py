@@ -17,7 +17,7 @@ from compliance.audit.export import FORMATS, parse_instant
 from compliance.store.access_store import Principal
 from compliance.store.errors import StoreError, StoreUnavailable
 from gateway.api.access import READ_AUDIT, role_gate
-from gateway.intake import RequestRejected
+from gateway.errors import ApiError
 
 if TYPE_CHECKING:
     from gateway.runtime import GatewayRuntime
@@ -29,11 +29,11 @@ def _instant(value: str | None, name: str) -> datetime | None:
     try:
         return parse_instant(value, name)
     except ValueError as exc:
-        raise RequestRejected(400, str(exc), "invalid_parameter", param=name) from None
+        raise ApiError(400, str(exc), "invalid_parameter", param=name) from None
 
 
-def _unavailable(exc: Exception) -> RequestRejected:
-    return RequestRejected(503, f"audit database unavailable: {exc}", "store_unavailable")
+def _unavailable(exc: Exception) -> ApiError:
+    return ApiError(503, f"audit database unavailable: {exc}", "store_unavailable")
 
 
 def _first_chunk(chunks: Iterator[bytes]) -> bytes:
@@ -78,7 +78,7 @@ def router(runtime: GatewayRuntime) -> APIRouter:
         except (StoreUnavailable, StoreError) as exc:
             raise _unavailable(exc) from None
         if latest is None:
-            raise RequestRejected(404, "no signed checkpoint yet", "not_found")
+            raise ApiError(404, "no signed checkpoint yet", "not_found")
         return latest.receipt()
 
     @api.get("/export")
@@ -90,7 +90,7 @@ def router(runtime: GatewayRuntime) -> APIRouter:
     ) -> StreamingResponse:
         """The period's chain entries, streamed, closed by a signed manifest line."""
         if format not in FORMATS:
-            raise RequestRejected(
+            raise ApiError(
                 400, f"format: must be one of {', '.join(FORMATS)}", "invalid_parameter", "format"
             )
         start, end = _instant(since, "since"), _instant(until, "until")

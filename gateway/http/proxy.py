@@ -9,11 +9,12 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from gateway.errors import ApiError
 from gateway.exchange import Exchange, RoutingRecorder
 from gateway.http.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
 from gateway.http.relay import ClientWatch, NothingRelayed, declared_length, read_body, relay
 from gateway.http.upstream import UpstreamError, UpstreamResponse
-from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
+from gateway.intake import authenticate, new_request_id, parse_inference_body
 from gateway.routing.decide import decide
 from gateway.routing.decision import Outcome
 from gateway.routing.failover import still_allowed
@@ -100,14 +101,12 @@ class InferenceProxy:
         headers: RawHeaders = [(b"x-residency-decision", request_id.encode()), trace_header]
         try:
             if scope["method"] != "POST":
-                raise RequestRejected(
-                    405, f"{scope['path']} accepts POST only", "method_not_allowed"
-                )
+                raise ApiError(405, f"{scope['path']} accepts POST only", "method_not_allowed")
             # Authenticate first: an unknown client never makes the gateway read its body.
             tenant = authenticate(scope, snapshot.policy, rt.auth_guard)
             declared = declared_length(scope)
             if declared is not None and declared > rt.settings.max_body_bytes:
-                raise RequestRejected(
+                raise ApiError(
                     413,
                     f"request body exceeds the limit of {rt.settings.max_body_bytes} bytes",
                     "request_too_large",
@@ -115,7 +114,7 @@ class InferenceProxy:
             body = await read_body(receive, rt.settings.max_body_bytes)
             parsed = parse_inference_body(body)
             facts = rt.facts.build(scope, tenant, parsed.model, request_id)
-        except RequestRejected as rejected:
+        except ApiError as rejected:
             span.set_attribute("http.response.status_code", rejected.status)
             span.set_status(Status(StatusCode.ERROR, rejected.code))
             # No decision was made, so no routing record exists: no x-residency-decision.

@@ -7,9 +7,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+from gateway.errors import ApiError
 from gateway.http.asgi import RawHeaders, Receive, Scope, Send
 from gateway.http.upstream import UpstreamError, UpstreamResponse
-from gateway.intake import RequestRejected
 
 
 class NothingRelayed(Exception):
@@ -27,13 +27,11 @@ async def read_body(receive: Receive, limit: int) -> bytes:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            raise RequestRejected(
-                400, "client disconnected before sending the body", "disconnected"
-            )
+            raise ApiError(400, "client disconnected before sending the body", "disconnected")
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise RequestRejected(
+            raise ApiError(
                 413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
             )
         chunks.append(chunk)
