@@ -14,6 +14,7 @@ from gateway.api import audit_chain as audit_chain_api
 from gateway.api import residency as residency_api
 from gateway.api import service as service_api
 from gateway.api.errors import install_error_handlers
+from gateway.exchange import RoutingRecorder
 from gateway.http.asgi import ASGIApp, JsonResponse
 from gateway.http.dispatch import Dispatcher
 from gateway.http.proxy import InferenceProxy, UpstreamStreamBroken
@@ -40,8 +41,15 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
 
     api = FastAPI(title="Residency Gateway", lifespan=lifespan, default_response_class=JsonResponse)
     install_error_handlers(api)
-    api.include_router(service_api.router(runtime))
-    api.include_router(residency_api.router(runtime))
+    api.include_router(service_api.router(runtime.readiness, runtime.metrics))
+    api.include_router(
+        residency_api.router(
+            lambda: runtime.snapshot,
+            runtime.auth_guard,
+            runtime.facts,
+            runtime.settings.max_body_bytes,
+        )
+    )
     api.include_router(admin_api.router(runtime))
     api.include_router(audit_api.router(runtime))
     api.include_router(audit_chain_api.router(runtime))
@@ -49,7 +57,23 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
     return api
 
 
+def _proxy(runtime: GatewayRuntime) -> InferenceProxy:
+    """The data path, given the parts of the runtime it uses."""
+    return InferenceProxy(
+        lambda: runtime.snapshot,
+        auth_guard=runtime.auth_guard,
+        facts=runtime.facts,
+        upstream=runtime.upstream,
+        inflight=runtime.inflight,
+        recorder=RoutingRecorder(runtime.routing_log, runtime.metrics, runtime.pseudonymiser),
+        tracer=runtime.tracer,
+        metrics=runtime.metrics,
+        max_body_bytes=runtime.settings.max_body_bytes,
+        max_attempts=runtime.settings.max_attempts,
+    )
+
+
 def create_app(runtime: GatewayRuntime) -> ASGIApp:
     """The gateway's ASGI app; the runtime starts and stops with the ASGI lifespan."""
     logging.getLogger("uvicorn.error").addFilter(_DropBrokenStreams())
-    return Dispatcher(lambda: runtime.policy_loaded, InferenceProxy(runtime), _api(runtime))
+    return Dispatcher(lambda: runtime.policy_loaded, _proxy(runtime), _api(runtime))

@@ -171,10 +171,6 @@ class RoutingRecorder:
         self._metrics = metrics
         self._pseudonymiser = pseudonymiser
 
-    def open(self, decision: Decision, trace_id: str | None, started: float) -> Exchange:
-        """A new exchange for `decision`, recorded here."""
-        return Exchange(decision, self, trace_id=trace_id, started=started)
-
     async def decided(self, exchange: Exchange) -> None:
         """Nothing to do: the record is written once, when the exchange finishes."""
 

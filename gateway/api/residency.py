@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.auth_throttle import AuthGuard
 from gateway.errors import ApiError
 from gateway.http.asgi import JsonResponse
 from gateway.http.relay import declared_length, read_body
 from gateway.intake import (
     MAX_IP_CHARS,
     MAX_MODEL_CHARS,
+    FactsBuilder,
     authenticate,
     new_request_id,
     parse_explain_body,
 )
 from gateway.routing.decide import decide
-from gateway.runtime import GatewayRuntime
+from gateway.routing.snapshot import RoutingSnapshot
 from regions.catalog import RegionStatus
 
 MODELS_HINT_HEADER = "x-residency-hint"
@@ -48,21 +51,25 @@ _EXPLAIN_BODY = {
 }
 
 
-def router(runtime: GatewayRuntime) -> APIRouter:
-    """`GET /v1/models` and `POST /v1/residency/explain`."""
+def router(
+    snapshot: Callable[[], RoutingSnapshot],
+    auth_guard: AuthGuard,
+    facts: FactsBuilder,
+    max_body_bytes: int,
+) -> APIRouter:
+    """`GET /v1/models` and `POST /v1/residency/explain`, deciding against `snapshot()`."""
     api = APIRouter()
 
     @api.get("/v1/models")
     async def models(request: Request) -> JsonResponse:
-        snapshot = runtime.snapshot
-        tenant = authenticate(request.scope, snapshot.policy, runtime.auth_guard)
-        facts = runtime.facts.build(request.scope, tenant, None, new_request_id())
-        decision = decide(facts, snapshot)
+        latest = snapshot()
+        tenant = authenticate(request.scope, latest.policy, auth_guard)
+        decision = decide(facts.build(request.scope, tenant, None, new_request_id()), latest)
         allowed = set(decision.allowed_regions)
         names = sorted(
             {
                 m
-                for r in snapshot.policy.regions
+                for r in latest.policy.regions
                 if r.id in allowed and r.status is RegionStatus.ACTIVE
                 for m in r.models
             }
@@ -84,19 +91,19 @@ def router(runtime: GatewayRuntime) -> APIRouter:
 
     @api.post("/v1/residency/explain", openapi_extra=_EXPLAIN_BODY)
     async def explain(request: Request) -> dict[str, Any]:
-        snapshot = runtime.snapshot
+        latest = snapshot()
         # Authenticate before reading a byte of the body, then read at most the body limit.
-        tenant = authenticate(request.scope, snapshot.policy, runtime.auth_guard)
-        limit = runtime.settings.max_body_bytes
+        tenant = authenticate(request.scope, latest.policy, auth_guard)
+        limit = max_body_bytes
         declared = declared_length(request.scope)
         if declared is not None and declared > limit:
             raise ApiError(
                 413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
             )
         query = parse_explain_body(await read_body(request.receive, limit))
-        facts = runtime.facts.build(
+        explained = facts.build(
             request.scope, tenant, query.model, new_request_id(), client_ip=query.ip
         )
-        return decide(facts, snapshot).to_dict()
+        return decide(explained, latest).to_dict()
 
     return api

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from gateway.http.asgi import JsonResponse
-from gateway.runtime import GatewayRuntime
+from gateway.telemetry.metrics import GatewayMetrics
 
 
-def router(runtime: GatewayRuntime) -> APIRouter:
-    """`/healthz`, `/readyz` and `/metrics`."""
+def router(readiness: Callable[[], dict[str, Any]], metrics: GatewayMetrics) -> APIRouter:
+    """`/healthz`, `/readyz` (answering `readiness()`, 503 unless ready) and `/metrics`."""
     api = APIRouter()
 
     @api.get("/healthz")
@@ -20,11 +23,11 @@ def router(runtime: GatewayRuntime) -> APIRouter:
 
     @api.get("/readyz")
     async def readyz() -> JsonResponse:
-        report = runtime.readiness()
+        report = readiness()
         return JsonResponse(report, status_code=200 if report["ready"] else 503)
 
     @api.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(runtime.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+    async def scrape() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return api

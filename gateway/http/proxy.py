@@ -5,12 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.errors import ApiError
-from gateway.exchange import Exchange, RoutingRecorder
+from gateway.exchange import Exchange, ExchangeRecorder
 from gateway.http.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
 from gateway.http.relay import ClientWatch, NothingRelayed, declared_length, read_body, relay
 from gateway.http.upstream import UpstreamError, UpstreamResponse
@@ -22,7 +23,12 @@ from gateway.routing.snapshot import RoutingSnapshot
 from gateway.telemetry.tracing import RequestTrace
 
 if TYPE_CHECKING:
-    from gateway.runtime import GatewayRuntime
+    from gateway.auth_throttle import AuthGuard
+    from gateway.http.inflight import InFlight
+    from gateway.http.upstream import UpstreamClient
+    from gateway.intake import FactsBuilder
+    from gateway.telemetry.metrics import GatewayMetrics
+    from gateway.telemetry.tracing import DataPathTracer
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +79,31 @@ class _Forwarding:
 class InferenceProxy:
     """Pure-ASGI endpoint for chat completions, completions and embeddings."""
 
-    def __init__(self, runtime: GatewayRuntime) -> None:
-        self._rt = runtime
-        self._tracer = runtime.tracer
-        self._recorder = RoutingRecorder(
-            runtime.routing_log, runtime.metrics, runtime.pseudonymiser
-        )
+    def __init__(
+        self,
+        snapshot: Callable[[], RoutingSnapshot],
+        *,
+        auth_guard: AuthGuard,
+        facts: FactsBuilder,
+        upstream: UpstreamClient,
+        inflight: InFlight,
+        recorder: ExchangeRecorder,
+        tracer: DataPathTracer,
+        metrics: GatewayMetrics,
+        max_body_bytes: int,
+        max_attempts: int,
+    ) -> None:
+        """`snapshot` returns the snapshot a new request decides against (or raises)."""
+        self._snapshot = snapshot
+        self._auth_guard = auth_guard
+        self._facts = facts
+        self._upstream = upstream
+        self._inflight = inflight
+        self._recorder = recorder
+        self._tracer = tracer
+        self._metrics = metrics
+        self._max_body_bytes = max_body_bytes
+        self._max_attempts = max_attempts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -94,8 +119,8 @@ class InferenceProxy:
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, span: RequestTrace, started: float
     ) -> None:
-        rt = self._rt
-        snapshot = rt.snapshot
+        snapshot = self._snapshot()
+        limit = self._max_body_bytes
         request_id = new_request_id()
         trace_header = (b"traceparent", span.traceparent().encode())
         headers: RawHeaders = [(b"x-residency-decision", request_id.encode()), trace_header]
@@ -103,17 +128,15 @@ class InferenceProxy:
             if scope["method"] != "POST":
                 raise ApiError(405, f"{scope['path']} accepts POST only", "method_not_allowed")
             # Authenticate first: an unknown client never makes the gateway read its body.
-            tenant = authenticate(scope, snapshot.policy, rt.auth_guard)
+            tenant = authenticate(scope, snapshot.policy, self._auth_guard)
             declared = declared_length(scope)
-            if declared is not None and declared > rt.settings.max_body_bytes:
+            if declared is not None and declared > limit:
                 raise ApiError(
-                    413,
-                    f"request body exceeds the limit of {rt.settings.max_body_bytes} bytes",
-                    "request_too_large",
+                    413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
                 )
-            body = await read_body(receive, rt.settings.max_body_bytes)
+            body = await read_body(receive, limit)
             parsed = parse_inference_body(body)
-            facts = rt.facts.build(scope, tenant, parsed.model, request_id)
+            facts = self._facts.build(scope, tenant, parsed.model, request_id)
         except ApiError as rejected:
             span.set_attribute("http.response.status_code", rejected.status)
             span.set_status(Status(StatusCode.ERROR, rejected.code))
@@ -129,7 +152,7 @@ class InferenceProxy:
             return
         decision = decide(facts, snapshot)
         span.record_decision(decision)
-        exchange = self._recorder.open(decision, span.trace_id_hex, started)
+        exchange = Exchange(decision, self._recorder, trace_id=span.trace_id_hex, started=started)
         if decision.outcome is not Outcome.ROUTED:
             await self._refuse(send, exchange, decision.outcome, headers, span)
             return
@@ -176,7 +199,7 @@ class InferenceProxy:
         span: RequestTrace,
     ) -> None:
         decision = exchange.decision
-        route = decision.route()[: self._rt.settings.max_attempts]
+        route = decision.route()[: self._max_attempts]
         path = scope["path"]
         query = scope.get("query_string", b"")
         if query:
@@ -192,7 +215,7 @@ class InferenceProxy:
         request.watch = ClientWatch(receive)  # a client that leaves cancels the exchange: 499
         try:
             for number, region_id in enumerate(route, start=1):
-                if number > 1 and not still_allowed(decision, region_id, self._rt.snapshot):
+                if number > 1 and not still_allowed(decision, region_id, self._snapshot()):
                     exchange.skip(region_id, "no_longer_allowed")
                     continue
                 region = snapshot.policy.region_by_id[region_id]
@@ -211,10 +234,9 @@ class InferenceProxy:
 
         Each try is one entry in the record's attempts, and sends the request once.
         """
-        rt = self._rt
         exchange, span, watch = request.exchange, request.span, request.watch
         with (
-            rt.inflight.track(region_id),  # until the answer or stream ends: drain waits
+            self._inflight.track(region_id),  # until the answer or stream ends: drain waits
             span.span(
                 "upstream.attempt",
                 SpanKind.CLIENT,
@@ -226,7 +248,7 @@ class InferenceProxy:
             response: UpstreamResponse | None = None
             try:
                 try:
-                    response = await rt.upstream.send(
+                    response = await self._upstream.send(
                         url, [*request.forwarded, traceparent], request.body
                     )
                 except UpstreamError as exc:
@@ -277,7 +299,7 @@ class InferenceProxy:
                 if response is not None:
                     response.release()
             tried = exchange.tried_at
-            rt.metrics.observe_upstream(
+            self._metrics.observe_upstream(
                 region_id, time.perf_counter() - tried, first_chunk_at - tried
             )
             return True

@@ -54,6 +54,10 @@ class _Recorder(RoutingRecorder):
         self.events.append("decided")
 
 
+def _open(recorder: RoutingRecorder, decision: Decision, trace_id: str | None) -> Exchange:
+    return Exchange(decision, recorder, trace_id=trace_id, started=time.perf_counter())
+
+
 def _run(steps: Any) -> Any:
     return asyncio.run(steps())
 
@@ -64,7 +68,7 @@ def test_an_answer_after_a_failed_region_is_one_record_with_both_attempts() -> N
     first, second = decision.route()[:2]
 
     async def steps() -> Exchange:
-        exchange = recorder.open(decision, TRACE, time.perf_counter())
+        exchange = _open(recorder, decision, TRACE)
         await exchange.begin()
         exchange.try_region(first)
         exchange.responded(503)
@@ -100,7 +104,7 @@ def test_a_5xx_answer_from_the_last_region_is_an_upstream_error() -> None:
     decision = _decision()
 
     async def steps() -> None:
-        exchange = recorder.open(decision, None, time.perf_counter())
+        exchange = _open(recorder, decision, None)
         exchange.try_region(decision.chosen or "")
         exchange.responded(500)
         await exchange.answered()
@@ -115,7 +119,7 @@ def test_a_second_finish_writes_nothing_and_is_logged(caplog: pytest.LogCaptureF
     decision = _decision()
 
     async def steps() -> tuple[bool, bool]:
-        exchange = recorder.open(decision, TRACE, time.perf_counter())
+        exchange = _open(recorder, decision, TRACE)
         exchange.try_region(decision.chosen or "")
         exchange.attempt_failed("client_disconnected")
         first = await exchange.finish(Outcome.ROUTED, 499, decision.chosen)
@@ -135,7 +139,7 @@ def test_a_refusal_is_recorded_without_attempts_or_begin() -> None:
     assert decision.outcome is Outcome.REFUSED
 
     async def steps() -> None:
-        exchange = recorder.open(decision, TRACE, time.perf_counter())
+        exchange = _open(recorder, decision, TRACE)
         await exchange.finish(decision.outcome, decision.http_status)
 
     _run(steps)
@@ -174,7 +178,7 @@ def test_the_relay_tells_the_exchange_the_size_before_the_record(
     sizes: list[int | None] = []
 
     async def steps() -> None:
-        exchange = recorder.open(decision, TRACE, time.perf_counter())
+        exchange = _open(recorder, decision, TRACE)
         exchange.try_region(decision.chosen or "")
         exchange.responded(200)
 
