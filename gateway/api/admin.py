@@ -46,7 +46,7 @@ from compliance.store.region_facts import LegalFactsForbidden
 from gateway.api.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, role_gate
 from gateway.errors import ApiError
 from gateway.http.asgi import JsonResponse
-from gateway.http.relay import declared_length, read_body
+from gateway.http.request_body import read_body
 from gateway.runtime import GatewayRuntime
 from regions.catalog import Region
 from regions.health import HealthTracker
@@ -79,10 +79,7 @@ async def _run(call: Callable[[], T]) -> T:
 
 
 async def _json_body(request: Request, limit: int) -> Any:
-    declared = declared_length(request.scope)
-    if declared is not None and declared > limit:
-        raise ApiError(413, f"request body exceeds the limit of {limit} bytes", "request_too_large")
-    raw = await read_body(request.receive, limit)
+    raw = await read_body(request.scope, request.receive, limit)
     if not raw.strip():
         raise ApiError(400, "request body is empty; expected a JSON object", "invalid_json")
     try:

@@ -9,9 +9,8 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.auth_throttle import AuthGuard
-from gateway.errors import ApiError
 from gateway.http.asgi import JsonResponse
-from gateway.http.relay import declared_length, read_body
+from gateway.http.request_body import read_body
 from gateway.intake import (
     MAX_IP_CHARS,
     MAX_MODEL_CHARS,
@@ -94,13 +93,7 @@ def router(
         latest = snapshot()
         # Authenticate before reading a byte of the body, then read at most the body limit.
         tenant = authenticate(request.scope, latest.policy, auth_guard)
-        limit = max_body_bytes
-        declared = declared_length(request.scope)
-        if declared is not None and declared > limit:
-            raise ApiError(
-                413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
-            )
-        query = parse_explain_body(await read_body(request.receive, limit))
+        query = parse_explain_body(await read_body(request.scope, request.receive, max_body_bytes))
         explained = facts.build(
             request.scope, tenant, query.model, new_request_id(), client_ip=query.ip
         )

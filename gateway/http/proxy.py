@@ -13,7 +13,8 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from gateway.errors import ApiError
 from gateway.exchange import Exchange, ExchangeRecorder
 from gateway.http.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
-from gateway.http.relay import ClientWatch, NothingRelayed, declared_length, read_body, relay
+from gateway.http.relay import ClientWatch, NothingRelayed, relay
+from gateway.http.request_body import read_body
 from gateway.http.upstream import UpstreamError, UpstreamResponse
 from gateway.intake import authenticate, new_request_id, parse_inference_body
 from gateway.routing.decide import decide
@@ -120,7 +121,6 @@ class InferenceProxy:
         self, scope: Scope, receive: Receive, send: Send, span: RequestTrace, started: float
     ) -> None:
         snapshot = self._snapshot()
-        limit = self._max_body_bytes
         request_id = new_request_id()
         trace_header = (b"traceparent", span.traceparent().encode())
         headers: RawHeaders = [(b"x-residency-decision", request_id.encode()), trace_header]
@@ -129,12 +129,7 @@ class InferenceProxy:
                 raise ApiError(405, f"{scope['path']} accepts POST only", "method_not_allowed")
             # Authenticate first: an unknown client never makes the gateway read its body.
             tenant = authenticate(scope, snapshot.policy, self._auth_guard)
-            declared = declared_length(scope)
-            if declared is not None and declared > limit:
-                raise ApiError(
-                    413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
-                )
-            body = await read_body(receive, limit)
+            body = await read_body(scope, receive, self._max_body_bytes)
             parsed = parse_inference_body(body)
             facts = self._facts.build(scope, tenant, parsed.model, request_id)
         except ApiError as rejected:

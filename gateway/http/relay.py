@@ -7,8 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-from gateway.errors import ApiError
-from gateway.http.asgi import RawHeaders, Receive, Scope, Send
+from gateway.http.asgi import RawHeaders, Receive, Send
 from gateway.http.upstream import UpstreamError, UpstreamResponse
 
 
@@ -20,40 +19,11 @@ class NothingRelayed(Exception):
         self.error = error
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """Read the whole request body, refusing more than `limit` bytes with 413."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ApiError(400, "client disconnected before sending the body", "disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(
-                413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
-
-
 class RelayMeter(Protocol):
     """Told the size of a relayed answer once its body is complete."""
 
     def relayed(self, first_byte_at: float, size: int) -> None:
         """`size` body bytes, the first arriving at `first_byte_at` (perf_counter seconds)."""
-
-
-def declared_length(scope: Scope) -> int | None:
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
 
 
 async def relay(
