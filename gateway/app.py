@@ -13,11 +13,13 @@ from gateway.api import audit as audit_api
 from gateway.api import audit_chain as audit_chain_api
 from gateway.api import residency as residency_api
 from gateway.api import service as service_api
+from gateway.api.access import OperatorGate
 from gateway.api.errors import install_error_handlers
 from gateway.exchange import RoutingRecorder
 from gateway.http.asgi import ASGIApp, JsonResponse
 from gateway.http.dispatch import Dispatcher
 from gateway.http.proxy import InferenceProxy, UpstreamStreamBroken
+from gateway.routing.snapshot import RoutingSnapshot
 from gateway.runtime import GatewayRuntime
 
 
@@ -39,20 +41,29 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
         finally:
             await runtime.stop()
 
+    def snapshot() -> RoutingSnapshot:
+        return runtime.snapshot  # read per request: reloads swap it
+
     api = FastAPI(title="Residency Gateway", lifespan=lifespan, default_response_class=JsonResponse)
     install_error_handlers(api)
     api.include_router(service_api.router(runtime.readiness, runtime.metrics))
     api.include_router(
         residency_api.router(
-            lambda: runtime.snapshot,
-            runtime.auth_guard,
-            runtime.facts,
-            runtime.settings.max_body_bytes,
+            snapshot, runtime.auth_guard, runtime.facts, runtime.settings.max_body_bytes
         )
     )
-    api.include_router(admin_api.router(runtime))
-    api.include_router(audit_api.router(runtime))
-    api.include_router(audit_chain_api.router(runtime))
+    gate = OperatorGate(runtime.access, snapshot, runtime.auth_guard)
+    admin = admin_api.AdminContext(
+        store=runtime.store,
+        snapshot=snapshot,
+        request_refresh=runtime.request_refresh,
+        inflight=runtime.inflight,
+        health=runtime.health_tracker,
+        max_body_bytes=runtime.settings.max_body_bytes,
+    )
+    api.include_router(admin_api.router(admin, gate))
+    api.include_router(audit_api.router(runtime.store.engine, gate))
+    api.include_router(audit_chain_api.router(runtime.audit, gate))
     api.mount("/console", audit_api.console_app(), name="console")
     return api
 
