@@ -1,4 +1,4 @@
-"""The error every API of the gateway answers with: data path, admin, audit, explain."""
+"""The errors every API of the gateway answers with: data path, admin, audit, explain."""
 
 from __future__ import annotations
 
@@ -26,3 +26,8 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.headers: Mapping[str, str] = headers or {}
+
+
+class PolicyNotLoaded(RuntimeError):
+    """No policy snapshot yet (not started, or the database down since start, no cache):
+    every API answers 503 with Retry-After."""

@@ -7,10 +7,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import ApiError
+from gateway.errors import ApiError, PolicyNotLoaded
 from gateway.http.asgi import JsonResponse, openai_error
 from gateway.http.dispatch import POLICY_NOT_LOADED, RETRY_AFTER
-from gateway.runtime import PolicyNotLoaded
 
 
 async def _api_error(_: Request, exc: ApiError) -> JsonResponse:
