@@ -21,8 +21,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.errors import ApiError
 from gateway.http.asgi import Scope
-from gateway.intake import RequestRejected
 
 logger = logging.getLogger("gateway.api.access")
 
@@ -144,9 +144,9 @@ class AuthGuard:
             self.throttle.failed(address_key(self._client_ip(scope)), hash(wrong))
 
 
-def throttled(seconds: int) -> RequestRejected:
+def throttled(seconds: int) -> ApiError:
     """The 429 answer for a throttled address."""
-    return RequestRejected(
+    return ApiError(
         429,
         f"too many failed authentication attempts from this address; try again in {seconds} s",
         "too_many_auth_failures",

@@ -7,7 +7,6 @@ import itertools
 import os
 import re
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -17,6 +16,7 @@ import orjson
 from compliance.jurisdictions import DataClass
 from compliance.model import Tenant
 from compliance.snapshot import PolicySnapshot
+from gateway.errors import ApiError
 from gateway.http.asgi import Scope, header_joined
 from gateway.http.client_address import TrustedProxies, resolve_client_ip
 from gateway.routing.facts import RequestFacts
@@ -41,28 +41,6 @@ _SHOWN_CHARS = 64
 _COUNTRY_CODE = re.compile(r"[A-Za-z]{2}")
 _DATA_CLASS = re.compile(r"[A-Za-z_]+")
 _HTTP_SPACE = " \t"
-
-
-class RequestRejected(Exception):
-    """Bad input: answered with `status` and an OpenAI-style error naming the problem.
-
-    `headers` go out with the answer (e.g. Retry-After on a 429).
-    """
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        code: str,
-        param: str | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-        self.headers: Mapping[str, str] = headers or {}
 
 
 _PROCESS_TAG = os.urandom(2).hex()
@@ -102,24 +80,22 @@ def _shown(value: str) -> str:
 
 def _json_object(body: bytes) -> dict[str, Any]:
     if not body:
-        raise RequestRejected(400, "request body is empty; expected a JSON object", "invalid_json")
+        raise ApiError(400, "request body is empty; expected a JSON object", "invalid_json")
     try:
         document: Any = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise RequestRejected(
-            400, f"request body is not valid JSON: {exc}", "invalid_json"
-        ) from None
+        raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
     if not isinstance(document, dict):
-        raise RequestRejected(400, "request body must be a JSON object", "invalid_json")
+        raise ApiError(400, "request body must be a JSON object", "invalid_json")
     return document
 
 
 def check_model(model: object) -> str:
     """A model name: a non-empty string of at most MAX_MODEL_CHARS characters; 400 otherwise."""
     if not isinstance(model, str) or not model:
-        raise RequestRejected(400, "'model' must be a non-empty string", "invalid_model", "model")
+        raise ApiError(400, "'model' must be a non-empty string", "invalid_model", "model")
     if len(model) > MAX_MODEL_CHARS:
-        raise RequestRejected(
+        raise ApiError(
             400,
             f"'model' is {len(model)} characters long; the limit is {MAX_MODEL_CHARS}",
             "model_too_long",
@@ -133,11 +109,11 @@ def parse_inference_body(body: bytes) -> InferenceBody:
     document = _json_object(body)
     model = document.get("model")
     if model is None:
-        raise RequestRejected(400, "missing required field 'model'", "missing_model", "model")
+        raise ApiError(400, "missing required field 'model'", "missing_model", "model")
     model = check_model(model)
     stream = document.get("stream", False)
     if not isinstance(stream, bool):
-        raise RequestRejected(400, "'stream' must be true or false", "invalid_stream", "stream")
+        raise ApiError(400, "'stream' must be true or false", "invalid_stream", "stream")
     return InferenceBody(model, stream)
 
 
@@ -148,7 +124,7 @@ def parse_explain_body(body: bytes) -> ExplainQuery:
     document = _json_object(body)
     unknown = sorted(set(document) - {"ip", "model"})
     if unknown:
-        raise RequestRejected(
+        raise ApiError(
             400,
             f"{_shown(unknown[0])}: unknown field; expected only 'ip' and 'model'",
             "unknown_field",
@@ -159,9 +135,9 @@ def parse_explain_body(body: bytes) -> ExplainQuery:
     if ip is None:
         return ExplainQuery(None, None if model is None else check_model(model))
     if not isinstance(ip, str):
-        raise RequestRejected(400, "'ip' must be a string", "invalid_ip", "ip")
+        raise ApiError(400, "'ip' must be a string", "invalid_ip", "ip")
     if len(ip) > MAX_IP_CHARS:
-        raise RequestRejected(
+        raise ApiError(
             400,
             f"'ip' is {len(ip)} characters long; the limit is {MAX_IP_CHARS}",
             "ip_too_long",
@@ -170,7 +146,7 @@ def parse_explain_body(body: bytes) -> ExplainQuery:
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:
-        raise RequestRejected(
+        raise ApiError(
             400, f"'ip': {_shown(ip)} is not an IP address", "invalid_ip", "ip"
         ) from None
     return ExplainQuery(str(address), None if model is None else check_model(model))
@@ -186,7 +162,7 @@ def single_header(scope: Scope, name: bytes, display: str) -> str | None:
     if not values:
         return None
     if len(values) > 1:
-        raise RequestRejected(
+        raise ApiError(
             400,
             f"{display}: sent {len(values)} times; send it once, with one value",
             "repeated_header",
@@ -198,7 +174,7 @@ def single_header(scope: Scope, name: bytes, display: str) -> str | None:
 def _single_value(scope: Scope, name: bytes, display: str) -> str | None:
     value = single_header(scope, name, display)
     if value is not None and "," in value:
-        raise RequestRejected(
+        raise ApiError(
             400,
             f"{display}: {_shown(value)} is a list; send exactly one value",
             "repeated_header",
@@ -227,14 +203,14 @@ def authenticate(scope: Scope, policy: PolicySnapshot, guard: AuthGuard | None =
         guard.check(scope)
     token = bearer_token(scope)
     if token is None:
-        raise RequestRejected(
+        raise ApiError(
             401, "missing API key: send 'Authorization: Bearer <key>'", "missing_api_key"
         )
     tenant = policy.tenant_for_key(token)
     if tenant is None:
         if guard is not None:
             guard.failed(scope, token)
-        raise RequestRejected(401, "invalid API key", "invalid_api_key")
+        raise ApiError(401, "invalid API key", "invalid_api_key")
     return tenant
 
 
@@ -245,7 +221,7 @@ def parse_subject_country(value: str | None) -> str | None:
     stripped = value.strip(_HTTP_SPACE)
     code = stripped.upper() if _COUNTRY_CODE.fullmatch(stripped) else ""
     if not is_country_code(code):
-        raise RequestRejected(
+        raise ApiError(
             400,
             f"X-Data-Subject-Country: {_shown(value)} is not an ISO 3166-1 alpha-2 country code",
             "invalid_subject_country",
@@ -265,7 +241,7 @@ def parse_data_class_header(value: str | None) -> DataClass:
         except ValueError:
             pass
     valid = ", ".join(c.value for c in DataClass)
-    raise RequestRejected(
+    raise ApiError(
         400,
         f"X-Data-Class: unknown data class {_shown(value)}; expected one of: {valid}",
         "invalid_data_class",
@@ -296,7 +272,7 @@ class FactsBuilder:
         request_id: str,
         client_ip: str | None = None,
     ) -> RequestFacts:
-        """Facts for routing; raises RequestRejected for a bad routing header."""
+        """Facts for routing; raises ApiError for a bad routing header."""
         subject = parse_subject_country(
             _single_value(scope, SUBJECT_HEADER, "X-Data-Subject-Country")
         )

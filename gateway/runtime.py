@@ -23,6 +23,7 @@ from compliance.store.routing_log_store import RoutingLogStore
 from gateway.audit_setup import audit_chain, routing_log_writer
 from gateway.auth_throttle import AuthGuard, AuthThrottle
 from gateway.bootstrap import hmac_key, prepare_database
+from gateway.errors import PolicyNotLoaded
 from gateway.http.client_address import TrustedProxies
 from gateway.http.inflight import InFlight
 from gateway.http.upstream import AiohttpUpstream, UpstreamClient, UpstreamTimeouts
@@ -64,10 +65,6 @@ def freeze_startup_heap() -> None:
     from ~100 ms to ~10 ms). Frozen objects are still freed by reference counting."""
     gc.collect()
     gc.freeze()
-
-
-class PolicyNotLoaded(RuntimeError):
-    """No policy snapshot yet (not started, or the database down since start, no cache)."""
 
 
 class GatewayRuntime:

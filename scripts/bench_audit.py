@@ -10,11 +10,11 @@
    exactly as the gateway writes it, then verified in one process and with one worker process
    per CPU (what `gateway audit verify` uses); best of two runs each.
 3. CPU per routing record, the figure that limits a one-core gateway (issue 5): records made
-   by the real routing core and `gateway.http.records.routing_record` are logged in strict mode at a
-   fixed rate on uvloop, as the data path does (spool, fsync, batched SQLite writes, checkpoint
-   job off); the event-loop thread's CPU and the rest of the process's (spool and database
-   threads, their kernel time included) are measured, minus a run that only paces the same
-   tasks. Median of three runs.
+   by the real routing core and `gateway.routing.records.routing_record` are logged in strict
+   mode at a fixed rate on uvloop, as the data path does (spool, fsync, batched SQLite writes,
+   checkpoint job off); the event-loop thread's CPU and the rest of the process's (spool and
+   database threads, their kernel time included) are measured, minus a run that only paces the
+   same tasks. Median of three runs.
 
     python scripts/bench_audit.py [--records 200000] [--rates 500,2000,10000] [--seconds 5]
         [--cpu-rates 1000,3000] [--only latency|verify|cpu]
@@ -46,10 +46,10 @@ from compliance.routing_log import RoutingLogWriter  # noqa: E402
 from compliance.store.engine import create_store_engine  # noqa: E402
 from compliance.store.migrate import upgrade  # noqa: E402
 from compliance.store.routing_log_store import RoutingLogStore  # noqa: E402
-from gateway.http.records import Attempt, routing_record  # noqa: E402
 from gateway.routing.decide import decide  # noqa: E402
 from gateway.routing.decision import Decision  # noqa: E402
 from gateway.routing.facts import RequestFacts  # noqa: E402
+from gateway.routing.records import Attempt, routing_record  # noqa: E402
 from gateway.routing.snapshot import RoutingSnapshot  # noqa: E402
 from tests.audit_chain_support import T0, decision, keys_of  # noqa: E402
 from tests.audit_chain_support import build_chain as build  # noqa: E402

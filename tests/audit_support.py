@@ -1,7 +1,7 @@
 """Routing records as the gateway writes them, for audit search/report tests and benchmarks.
 
 Records are made by the real routing core (decide) over the policy the database holds, then
-shaped by gateway.http.records.routing_record, exactly as the data path does.
+shaped by gateway.routing.records.routing_record, exactly as the data path does.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from compliance.pack import load_pack
 from compliance.store.catalog_file import load_catalog
 from compliance.store.migrate import upgrade
 from compliance.store.policy_store import PolicyStore
-from gateway.http.records import Attempt, routing_record
 from gateway.routing.decide import decide
 from gateway.routing.facts import RequestFacts
+from gateway.routing.records import Attempt, routing_record
 from gateway.routing.snapshot import RoutingSnapshot
 
 DEMO_CATALOG = Path(__file__).resolve().parents[1] / "regions" / "data" / "demo-catalog.yaml"

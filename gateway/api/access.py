@@ -11,18 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fastapi import Depends, Request
 
 from compliance.store.access_store import AccessStore, Principal, Role
 from compliance.store.errors import StoreError, StoreUnavailable
 from gateway.auth_throttle import AuthGuard
-from gateway.intake import RequestRejected, bearer_token
+from gateway.errors import ApiError
+from gateway.intake import bearer_token
 from gateway.routing.snapshot import RoutingSnapshot
-
-if TYPE_CHECKING:
-    from gateway.runtime import GatewayRuntime
 
 logger = logging.getLogger("gateway.api.access")
 
@@ -32,12 +30,12 @@ READ_CONFIG = frozenset({Role.ADMIN, Role.OPERATOR, Role.AUDITOR})
 WRITE_POLICY = frozenset({Role.ADMIN})
 
 
-def _refuse(request: Request, status: int, message: str, code: str) -> RequestRejected:
+def _refuse(request: Request, status: int, message: str, code: str) -> ApiError:
     client = request.client.host if request.client else "-"
     logger.warning(
         "access refused: %s %s from %s: %s", request.method, request.url.path, client, message
     )
-    return RequestRejected(status, message, code)
+    return ApiError(status, message, code)
 
 
 def require(
@@ -95,13 +93,20 @@ def require(
     return dependency
 
 
-def role_gate(runtime: GatewayRuntime, roles: frozenset[Role]) -> Any:
-    """`Depends(require(...))` over a running gateway's token store, snapshot and throttle."""
-    return Depends(
-        require(
-            roles,
-            lambda: runtime.access,
-            lambda: runtime.snapshot,
-            lambda: runtime.auth_guard,
-        )
-    )
+class OperatorGate:
+    """Role checks over one token store, the routing snapshot (to recognise tenant keys) and
+    the failed-authentication throttle."""
+
+    def __init__(
+        self,
+        store: AccessStore,
+        snapshot: Callable[[], RoutingSnapshot],
+        guard: AuthGuard | None = None,
+    ) -> None:
+        self._store = store
+        self._snapshot = snapshot
+        self._guard = guard
+
+    def requires(self, roles: frozenset[Role]) -> Any:
+        """`Depends(...)` admitting operator tokens whose role is in `roles`."""
+        return Depends(require(roles, lambda: self._store, self._snapshot, lambda: self._guard))

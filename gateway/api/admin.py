@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ import orjson
 from fastapi import APIRouter, Request
 
 from compliance.model import Regime, Tenant
-from compliance.store.access_store import Principal, Role
+from compliance.store.access_store import Principal
 from compliance.store.admin_documents import (
     ConfigValue,
     InvalidDocument,
@@ -42,12 +43,14 @@ from compliance.store.admin_ops import (
     keep_keys_unless_given,
 )
 from compliance.store.errors import NotFoundError, StoreError, StoreUnavailable
+from compliance.store.policy_store import PolicyStore
 from compliance.store.region_facts import LegalFactsForbidden
-from gateway.api.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, role_gate
+from gateway.api.access import READ_CONFIG, WRITE_POLICY, WRITE_REGIONS, OperatorGate
+from gateway.errors import ApiError
 from gateway.http.asgi import JsonResponse
-from gateway.http.relay import declared_length, read_body
-from gateway.intake import RequestRejected
-from gateway.runtime import GatewayRuntime
+from gateway.http.inflight import InFlight
+from gateway.http.request_body import read_body
+from gateway.routing.snapshot import RoutingSnapshot
 from regions.catalog import Region
 from regions.health import HealthTracker
 
@@ -56,19 +59,19 @@ SERVE_WAIT_S = 2.0
 """How long a write waits for this replica to serve it before answering anyway."""
 
 
-def _rejected(exc: Exception) -> RequestRejected:
+def _rejected(exc: Exception) -> ApiError:
     """The one place store and validation errors become HTTP errors."""
     if isinstance(exc, LegalFactsForbidden):
-        return RequestRejected(403, str(exc), "forbidden")
+        return ApiError(403, str(exc), "forbidden")
     if isinstance(exc, InvalidDocument | InvalidReference):
-        return RequestRejected(400, str(exc), "invalid_value", exc.field)
+        return ApiError(400, str(exc), "invalid_value", exc.field)
     if isinstance(exc, PreconditionFailed):
-        return RequestRejected(412, str(exc), "precondition_failed")
+        return ApiError(412, str(exc), "precondition_failed")
     if isinstance(exc, NotFoundError):
-        return RequestRejected(404, str(exc), "not_found")
+        return ApiError(404, str(exc), "not_found")
     if isinstance(exc, StoreUnavailable):
-        return RequestRejected(503, f"policy database unavailable: {exc}", "database_unavailable")
-    return RequestRejected(409, str(exc), "conflict")
+        return ApiError(503, f"policy database unavailable: {exc}", "database_unavailable")
+    return ApiError(409, str(exc), "conflict")
 
 
 async def _run(call: Callable[[], T]) -> T:
@@ -79,20 +82,13 @@ async def _run(call: Callable[[], T]) -> T:
 
 
 async def _json_body(request: Request, limit: int) -> Any:
-    declared = declared_length(request.scope)
-    if declared is not None and declared > limit:
-        raise RequestRejected(
-            413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
-        )
-    raw = await read_body(request.receive, limit)
+    raw = await read_body(request.scope, request.receive, limit)
     if not raw.strip():
-        raise RequestRejected(400, "request body is empty; expected a JSON object", "invalid_json")
+        raise ApiError(400, "request body is empty; expected a JSON object", "invalid_json")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise RequestRejected(
-            400, f"request body is not valid JSON: {exc}", "invalid_json"
-        ) from None
+        raise ApiError(400, f"request body is not valid JSON: {exc}", "invalid_json") from None
 
 
 def _principal(request: Request) -> Principal:
@@ -128,27 +124,41 @@ def _response(body: dict[str, Any], status: int = 200, etag: str | None = None) 
     return JsonResponse(body, status_code=status, headers=headers)
 
 
+@dataclass(frozen=True, slots=True)
+class AdminContext:
+    """What the admin API reads and drives: the policy store, and this replica's view of it."""
+
+    store: PolicyStore
+    snapshot: Callable[[], RoutingSnapshot]
+    """The snapshot this replica serves."""
+    request_refresh: Callable[[], None]
+    """Asks this replica to reload its snapshot now."""
+    inflight: InFlight
+    health: HealthTracker
+    max_body_bytes: int
+
+
 class _Handlers:
     """Parse, call, render: the logic lives in AdminOps and admin_documents."""
 
-    def __init__(self, runtime: GatewayRuntime) -> None:
-        self.runtime = runtime
-        self.ops = AdminOps(runtime.store)
+    def __init__(self, context: AdminContext) -> None:
+        self.context = context
+        self.ops = AdminOps(context.store)
 
     async def body(self, request: Request) -> Any:
         """The request's JSON body, read up to GATEWAY_MAX_BODY_BYTES (413 beyond)."""
-        return await _json_body(request, self.runtime.settings.max_body_bytes)
+        return await _json_body(request, self.context.max_body_bytes)
 
     def serving(self, region: Region) -> dict[str, Any]:
         """What this replica does with the region right now (drain --wait polls this): live,
         read-only fields, outside the stored document and its ETag."""
-        policy = self.runtime.snapshot.policy
+        policy = self.context.snapshot().policy
         served = policy.region_by_id.get(region.id)
         return {
-            "in_flight": self.runtime.inflight.count(region.id),
+            "in_flight": self.context.inflight.count(region.id),
             "serving_status": served.status.value if served else None,
             "serving_policy_version": policy.version,
-            "health": live_health(self.runtime.health_tracker, region.id),
+            "health": live_health(self.context.health, region.id),
         }
 
     async def written(self, change: Change[Any], object_id: str) -> JsonResponse:
@@ -170,18 +180,18 @@ class _Handlers:
         return _response(_rendered(value, **extra), status, etag_of(value))
 
     async def await_version(self, version: int) -> None:
-        runtime = self.runtime
-        if runtime.snapshot.policy.version >= version:
+        serving = self.context.snapshot
+        if serving().policy.version >= version:
             return
-        runtime.request_refresh()
+        self.context.request_refresh()
         deadline = time.monotonic() + SERVE_WAIT_S
         while time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-            if runtime.snapshot.policy.version >= version:
+            if serving().policy.version >= version:
                 return
 
     async def listing(self, pick: Callable[[Any], list[ConfigValue]]) -> dict[str, Any]:
-        policy = await _run(self.runtime.store.load_snapshot)
+        policy = await _run(self.context.store.load_snapshot)
         data = []
         for value in pick(policy):
             extra = self.serving(value) if isinstance(value, Region) else {}
@@ -317,15 +327,11 @@ def _regime_routes(api: APIRouter, h: _Handlers, read: Any, write: Any) -> None:
         return await change_regime(regime_id, request, build, patch=True)
 
 
-def router(runtime: GatewayRuntime) -> APIRouter:
-    """The /admin routes, bound to a running gateway."""
-
-    def gate(roles: frozenset[Role]) -> Any:
-        return role_gate(runtime, roles)
-
+def router(context: AdminContext, gate: OperatorGate) -> APIRouter:
+    """The /admin routes over `context`."""
     api = APIRouter(prefix="/admin", tags=["admin"])
-    handlers, read = _Handlers(runtime), gate(READ_CONFIG)
-    _region_routes(api, handlers, read, gate(WRITE_REGIONS))
-    _tenant_routes(api, handlers, read, gate(WRITE_POLICY))
-    _regime_routes(api, handlers, read, gate(WRITE_POLICY))
+    handlers, read = _Handlers(context), gate.requires(READ_CONFIG)
+    _region_routes(api, handlers, read, gate.requires(WRITE_REGIONS))
+    _tenant_routes(api, handlers, read, gate.requires(WRITE_POLICY))
+    _regime_routes(api, handlers, read, gate.requires(WRITE_POLICY))
     return api

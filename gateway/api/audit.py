@@ -24,12 +24,12 @@ from compliance.audit_query.filters import (
 from compliance.audit_query.reader import AuditReader
 from compliance.store.access_store import Principal
 from gateway.api import audit_changes as audit_changes_api
-from gateway.api.access import READ_AUDIT, role_gate
+from gateway.api.access import READ_AUDIT, OperatorGate
 from gateway.api.audit_http import bad_filter, read_off_loop, refuse_unknown
-from gateway.intake import RequestRejected
+from gateway.errors import ApiError
 
 if TYPE_CHECKING:
-    from gateway.runtime import GatewayRuntime
+    from sqlalchemy import Engine
 
 CONSOLE_DIR = Path(__file__).resolve().parents[1] / "console"
 FILTER_PARAMS = frozenset(
@@ -64,10 +64,10 @@ def _spec(request: Request, allowed: frozenset[str]) -> DecisionFilter:
         raise bad_filter(exc) from None
 
 
-def router(runtime: GatewayRuntime) -> APIRouter:
-    """The /audit read endpoints over the runtime's database."""
-    reader = AuditReader(runtime.store.engine)
-    auditor = role_gate(runtime, READ_AUDIT)
+def router(engine: Engine, gate: OperatorGate) -> APIRouter:
+    """The /audit read endpoints over the gateway's database."""
+    reader = AuditReader(engine)
+    auditor = gate.requires(READ_AUDIT)
     api = APIRouter(prefix="/audit", tags=["audit"])
 
     @api.get("/decisions")
@@ -91,9 +91,7 @@ def router(runtime: GatewayRuntime) -> APIRouter:
         """One routing record with its explanation in plain words and its trace id."""
         record = await read_off_loop(reader.get, decision_id)
         if record is None:
-            raise RequestRejected(
-                404, f"no routing record with decision id {decision_id!r}", "not_found"
-            )
+            raise ApiError(404, f"no routing record with decision id {decision_id!r}", "not_found")
         return decision_document(record)
 
     @api.get("/reports")

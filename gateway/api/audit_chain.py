@@ -16,11 +16,11 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from compliance.audit.export import FORMATS, parse_instant
 from compliance.store.access_store import Principal
 from compliance.store.errors import StoreError, StoreUnavailable
-from gateway.api.access import READ_AUDIT, role_gate
-from gateway.intake import RequestRejected
+from gateway.api.access import READ_AUDIT, OperatorGate
+from gateway.errors import ApiError
 
 if TYPE_CHECKING:
-    from gateway.runtime import GatewayRuntime
+    from compliance.audit.service import AuditChain
 
 MEDIA_TYPES = {"csv": "text/csv; charset=utf-8", "jsonl": "application/jsonl"}
 
@@ -29,11 +29,11 @@ def _instant(value: str | None, name: str) -> datetime | None:
     try:
         return parse_instant(value, name)
     except ValueError as exc:
-        raise RequestRejected(400, str(exc), "invalid_parameter", param=name) from None
+        raise ApiError(400, str(exc), "invalid_parameter", param=name) from None
 
 
-def _unavailable(exc: Exception) -> RequestRejected:
-    return RequestRejected(503, f"audit database unavailable: {exc}", "store_unavailable")
+def _unavailable(exc: Exception) -> ApiError:
+    return ApiError(503, f"audit database unavailable: {exc}", "store_unavailable")
 
 
 def _first_chunk(chunks: Iterator[bytes]) -> bytes:
@@ -43,18 +43,18 @@ def _first_chunk(chunks: Iterator[bytes]) -> bytes:
         return b""
 
 
-def router(runtime: GatewayRuntime) -> APIRouter:
+def router(chain: AuditChain, gate: OperatorGate) -> APIRouter:
     """GET /audit/public-key, /audit/chain/status, /audit/chain/receipt and /audit/export."""
-    auditor = role_gate(runtime, READ_AUDIT)
+    auditor = gate.requires(READ_AUDIT)
     api = APIRouter(prefix="/audit", tags=["audit chain"])
 
     @api.get("/public-key", response_class=PlainTextResponse)
     async def public_key(_: Principal = auditor) -> PlainTextResponse:
         """The Ed25519 public key (PEM) that verifies checkpoints and export manifests."""
         return PlainTextResponse(
-            runtime.audit.public_pem,
+            chain.public_pem,
             media_type="application/x-pem-file",
-            headers={"X-Audit-Key-Id": runtime.audit.key_id},
+            headers={"X-Audit-Key-Id": chain.key_id},
         )
 
     @api.get("/chain/status")
@@ -64,7 +64,7 @@ def router(runtime: GatewayRuntime) -> APIRouter:
     ) -> dict[str, Any]:
         """The result of verifying the whole chain (cached up to `max_age` seconds)."""
         try:
-            report = await asyncio.to_thread(runtime.audit.status, max_age)
+            report = await asyncio.to_thread(chain.status, max_age)
         except (StoreUnavailable, StoreError) as exc:
             raise _unavailable(exc) from None
         return report.to_dict()
@@ -74,11 +74,11 @@ def router(runtime: GatewayRuntime) -> APIRouter:
         """The receipt of the newest signed checkpoint, for an auditor to keep outside the
         database (`gateway audit verify --since-checkpoint FILE` detects a rollback past it)."""
         try:
-            latest = await asyncio.to_thread(runtime.audit.latest_checkpoint)
+            latest = await asyncio.to_thread(chain.latest_checkpoint)
         except (StoreUnavailable, StoreError) as exc:
             raise _unavailable(exc) from None
         if latest is None:
-            raise RequestRejected(404, "no signed checkpoint yet", "not_found")
+            raise ApiError(404, "no signed checkpoint yet", "not_found")
         return latest.receipt()
 
     @api.get("/export")
@@ -90,11 +90,11 @@ def router(runtime: GatewayRuntime) -> APIRouter:
     ) -> StreamingResponse:
         """The period's chain entries, streamed, closed by a signed manifest line."""
         if format not in FORMATS:
-            raise RequestRejected(
+            raise ApiError(
                 400, f"format: must be one of {', '.join(FORMATS)}", "invalid_parameter", "format"
             )
         start, end = _instant(since, "since"), _instant(until, "until")
-        chunks = runtime.audit.export(format, start, end)  # type: ignore[arg-type]
+        chunks = chain.export(format, start, end)  # type: ignore[arg-type]
         try:  # the first chunk opens the read: a database outage is still a clean 503
             first = await asyncio.to_thread(_first_chunk, chunks)
         except (StoreUnavailable, StoreError) as exc:

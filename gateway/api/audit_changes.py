@@ -20,7 +20,7 @@ from compliance.audit_query.filters import FilterError, parse_limit
 from compliance.audit_query.reader import AuditReader
 from compliance.store.access_store import Principal
 from gateway.api.audit_http import bad_filter, read_off_loop, refuse_unknown
-from gateway.intake import RequestRejected
+from gateway.errors import ApiError
 
 _PARAMS = frozenset(FILTER_NAMES) | {"limit", "cursor"}
 
@@ -61,10 +61,10 @@ def add_routes(api: APIRouter, reader: AuditReader, auditor: Any) -> None:
     async def change(change_id: str, _: Principal = auditor) -> dict[str, Any]:
         """One change: before and after, each changed field, legal facts changed, plain words."""
         if not change_id.isdigit() or len(change_id) > 18:
-            raise RequestRejected(
+            raise ApiError(
                 400, f"change id {change_id!r}: must be a whole number", "invalid_filter"
             )
         record = await read_off_loop(reader.get_change, int(change_id))
         if record is None:
-            raise RequestRejected(404, f"no configuration change {change_id}", "not_found")
+            raise ApiError(404, f"no configuration change {change_id}", "not_found")
         return change_document(record)

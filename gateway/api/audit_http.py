@@ -11,21 +11,21 @@ from fastapi import Request
 
 from compliance.audit_query.filters import FilterError
 from compliance.store.errors import StoreError, StoreUnavailable
-from gateway.intake import RequestRejected
+from gateway.errors import ApiError
 
 T = TypeVar("T")
 
 
-def bad_filter(exc: FilterError) -> RequestRejected:
+def bad_filter(exc: FilterError) -> ApiError:
     """400 naming the filter and the problem."""
-    return RequestRejected(400, str(exc), "invalid_filter", param=exc.field)
+    return ApiError(400, str(exc), "invalid_filter", param=exc.field)
 
 
 def refuse_unknown(request: Request, allowed: frozenset[str]) -> None:
     """400 for a query parameter not in `allowed` (a typo must not widen a search)."""
     unknown = sorted(set(request.query_params) - allowed)
     if unknown:
-        raise RequestRejected(
+        raise ApiError(
             400,
             f"unknown query parameter {unknown[0]!r}; expected: {', '.join(sorted(allowed))}",
             "invalid_filter",
@@ -40,6 +40,4 @@ async def read_off_loop(call: Callable[..., T], *args: Any) -> T:
     except FilterError as exc:
         raise bad_filter(exc) from None
     except (StoreUnavailable, StoreError) as exc:
-        raise RequestRejected(
-            503, f"audit database unavailable: {exc}", "store_unavailable"
-        ) from None
+        raise ApiError(503, f"audit database unavailable: {exc}", "store_unavailable") from None

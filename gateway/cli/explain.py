@@ -11,9 +11,9 @@ import orjson
 from compliance.store.policy_store import PolicyStore
 from gateway.cli.common import CliError
 from gateway.cli.database import migrated_database_url
+from gateway.errors import ApiError
 from gateway.explain_text import explain_text
 from gateway.intake import (
-    RequestRejected,
     check_model,
     new_request_id,
     parse_data_class_header,
@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
         subject = parse_subject_country(args.subject_country)
         data_class = parse_data_class_header(args.data_class)
         model = None if args.model is None else check_model(args.model)
-    except RequestRejected as exc:
+    except ApiError as exc:
         message = exc.message.replace("X-Data-Class", "--data-class").replace("'model'", "--model")
         raise CliError(message.replace("X-Data-Subject-Country", "--subject-country")) from None
     if args.ip is not None:

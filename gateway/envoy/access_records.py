@@ -21,10 +21,10 @@ import orjson
 from compliance.evaluation import PolicyEvaluation
 from compliance.jurisdictions import DataClass
 from compliance.snapshot import PolicySnapshot
-from gateway.http.records import Attempt, routing_record
 from gateway.routing.decide import decide
 from gateway.routing.decision import Decision, Jurisdiction, JurisdictionSource, Outcome
 from gateway.routing.facts import RequestFacts
+from gateway.routing.records import Attempt, routing_record
 from gateway.routing.snapshot import RoutingSnapshot
 
 logger = logging.getLogger(__name__)

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from gateway.errors import ApiError
+from gateway.exchange import Exchange, ExchangeRecorder
 from gateway.http.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
-from gateway.http.records import Attempt, routing_record
-from gateway.http.relay import ClientWatch, NothingRelayed, declared_length, read_body, relay
+from gateway.http.relay import ClientWatch, NothingRelayed, relay
+from gateway.http.request_body import read_body
 from gateway.http.upstream import UpstreamError, UpstreamResponse
-from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
+from gateway.intake import authenticate, new_request_id, parse_inference_body
 from gateway.routing.decide import decide
-from gateway.routing.decision import Decision, Outcome
+from gateway.routing.decision import Outcome
+from gateway.routing.failover import still_allowed
 from gateway.routing.snapshot import RoutingSnapshot
 from gateway.telemetry.tracing import RequestTrace
 
 if TYPE_CHECKING:
-    from gateway.runtime import GatewayRuntime
+    from gateway.auth_throttle import AuthGuard
+    from gateway.http.inflight import InFlight
+    from gateway.http.upstream import UpstreamClient
+    from gateway.intake import FactsBuilder
+    from gateway.telemetry.metrics import GatewayMetrics
+    from gateway.telemetry.tracing import DataPathTracer
 
 logger = logging.getLogger(__name__)
 
@@ -41,53 +49,62 @@ class UpstreamStreamBroken(Exception):
     """A region broke off after bytes reached the client: the connection is aborted."""
 
 
-class _Request:
+class _Forwarding:
     """What every attempt of one forwarded request shares."""
 
-    __slots__ = (
-        "attempts",
-        "body",
-        "decision",
-        "forwarded",
-        "headers",
-        "send",
-        "span",
-        "started",
-        "watch",
-    )
+    __slots__ = ("body", "exchange", "forwarded", "headers", "send", "span", "watch")
 
     def __init__(
         self,
         send: Send,
-        decision: Decision,
+        exchange: Exchange,
         body: bytes,
         forwarded: list[tuple[str, str]],
         headers: RawHeaders,
         span: RequestTrace,
-        started: float,
-        attempts: list[Attempt],
     ) -> None:
         self.send = send
-        self.decision = decision
+        self.exchange = exchange
         self.body = body
         self.forwarded = forwarded
         self.headers = headers
         self.span = span
-        self.started = started
-        self.attempts = attempts
         self.watch: ClientWatch
 
-
-class _ClientCarrier(dict[str, str]):
-    """W3C trace context carrier read from ASGI headers."""
+    async def deliver(self) -> None:
+        """Log the answer as delivered; runs just before the message that completes its body."""
+        self.watch.disarm()  # the answer is complete: from here the client's leaving is moot
+        await self.exchange.answered()
 
 
 class InferenceProxy:
     """Pure-ASGI endpoint for chat completions, completions and embeddings."""
 
-    def __init__(self, runtime: GatewayRuntime) -> None:
-        self._rt = runtime
-        self._tracer = runtime.tracer
+    def __init__(
+        self,
+        snapshot: Callable[[], RoutingSnapshot],
+        *,
+        auth_guard: AuthGuard,
+        facts: FactsBuilder,
+        upstream: UpstreamClient,
+        inflight: InFlight,
+        recorder: ExchangeRecorder,
+        tracer: DataPathTracer,
+        metrics: GatewayMetrics,
+        max_body_bytes: int,
+        max_attempts: int,
+    ) -> None:
+        """`snapshot` returns the snapshot a new request decides against (or raises)."""
+        self._snapshot = snapshot
+        self._auth_guard = auth_guard
+        self._facts = facts
+        self._upstream = upstream
+        self._inflight = inflight
+        self._recorder = recorder
+        self._tracer = tracer
+        self._metrics = metrics
+        self._max_body_bytes = max_body_bytes
+        self._max_attempts = max_attempts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
@@ -103,29 +120,19 @@ class InferenceProxy:
     async def _handle(
         self, scope: Scope, receive: Receive, send: Send, span: RequestTrace, started: float
     ) -> None:
-        rt = self._rt
-        snapshot = rt.snapshot
+        snapshot = self._snapshot()
         request_id = new_request_id()
         trace_header = (b"traceparent", span.traceparent().encode())
         headers: RawHeaders = [(b"x-residency-decision", request_id.encode()), trace_header]
         try:
             if scope["method"] != "POST":
-                raise RequestRejected(
-                    405, f"{scope['path']} accepts POST only", "method_not_allowed"
-                )
+                raise ApiError(405, f"{scope['path']} accepts POST only", "method_not_allowed")
             # Authenticate first: an unknown client never makes the gateway read its body.
-            tenant = authenticate(scope, snapshot.policy, rt.auth_guard)
-            declared = declared_length(scope)
-            if declared is not None and declared > rt.settings.max_body_bytes:
-                raise RequestRejected(
-                    413,
-                    f"request body exceeds the limit of {rt.settings.max_body_bytes} bytes",
-                    "request_too_large",
-                )
-            body = await read_body(receive, rt.settings.max_body_bytes)
+            tenant = authenticate(scope, snapshot.policy, self._auth_guard)
+            body = await read_body(scope, receive, self._max_body_bytes)
             parsed = parse_inference_body(body)
-            facts = rt.facts.build(scope, tenant, parsed.model, request_id)
-        except RequestRejected as rejected:
+            facts = self._facts.build(scope, tenant, parsed.model, request_id)
+        except ApiError as rejected:
             span.set_attribute("http.response.status_code", rejected.status)
             span.set_status(Status(StatusCode.ERROR, rejected.code))
             # No decision was made, so no routing record exists: no x-residency-decision.
@@ -140,27 +147,27 @@ class InferenceProxy:
             return
         decision = decide(facts, snapshot)
         span.record_decision(decision)
+        exchange = Exchange(decision, self._recorder, trace_id=span.trace_id_hex, started=started)
         if decision.outcome is not Outcome.ROUTED:
-            await self._refuse(send, decision, decision.outcome, [], headers, span, started)
+            await self._refuse(send, exchange, decision.outcome, headers, span)
             return
-        await self._forward(scope, receive, send, decision, snapshot, body, headers, span, started)
+        await self._forward(scope, receive, send, exchange, snapshot, body, headers, span)
 
     async def _refuse(
         self,
         send: Send,
-        decision: Decision,
+        exchange: Exchange,
         outcome: Outcome,
-        attempts: list[Attempt],
         headers: RawHeaders,
         span: RequestTrace,
-        started: float,
     ) -> None:
+        decision = exchange.decision
         error_type, code = _REFUSAL_TYPES[outcome]
         status = 502 if outcome is Outcome.UPSTREAM_ERROR else decision.http_status
         message = "; ".join(decision.reasons)
-        if attempts:
+        if exchange.attempts:
             message = "every allowed region failed: " + ", ".join(
-                f"{a.region} ({a.result})" for a in attempts
+                f"{a.region} ({a.result})" for a in exchange.attempts
             )
         body = openai_error(
             message,
@@ -172,39 +179,22 @@ class InferenceProxy:
         )
         span.set_attribute("http.response.status_code", status)
         span.set_status(Status(StatusCode.ERROR, code))
-        await self._record(decision, outcome, status, None, attempts, span, started)
+        await exchange.finish(outcome, status)
         await send_json(send, status, body, headers)
-
-    def _still_allowed(self, decision: Decision, region_id: str) -> bool:
-        """Re-check a hop against the newest snapshot: a reload may have narrowed the set."""
-        latest: RoutingSnapshot = self._rt.snapshot
-        region = latest.policy.region_by_id.get(region_id)
-        if region is None or region.status.value != "active":
-            return False
-        facts = decision.facts
-        tenant = latest.policy.tenants.get(facts.tenant_id) if facts.tenant_id else None
-        evaluation = latest.policy.evaluate(
-            frozenset(j.country for j in decision.jurisdictions),
-            facts.data_class.value,
-            tenant,
-            facts.at.date(),
-        )
-        return region_id in evaluation.allowed
 
     async def _forward(
         self,
         scope: Scope,
         receive: Receive,
         send: Send,
-        decision: Decision,
+        exchange: Exchange,
         snapshot: RoutingSnapshot,
         body: bytes,
         headers: RawHeaders,
         span: RequestTrace,
-        started: float,
     ) -> None:
-        route = decision.route()[: self._rt.settings.max_attempts]
-        attempts: list[Attempt] = []
+        decision = exchange.decision
+        route = decision.route()[: self._max_attempts]
         path = scope["path"]
         query = scope.get("query_string", b"")
         if query:
@@ -215,40 +205,33 @@ class InferenceProxy:
             if k in _FORWARDED_HEADERS
         ]
         forwarded.append(("x-residency-decision", decision.id))
-        request = _Request(send, decision, body, forwarded, headers, span, started, attempts)
+        await exchange.begin()
+        request = _Forwarding(send, exchange, body, forwarded, headers, span)
         request.watch = ClientWatch(receive)  # a client that leaves cancels the exchange: 499
         try:
             for number, region_id in enumerate(route, start=1):
-                if number > 1 and not self._still_allowed(decision, region_id):
-                    attempts.append(Attempt(region_id, "no_longer_allowed"))
+                if number > 1 and not still_allowed(decision, region_id, self._snapshot()):
+                    exchange.skip(region_id, "no_longer_allowed")
                     continue
                 region = snapshot.policy.region_by_id[region_id]
                 url = region.base_url.rstrip("/") + path
                 if await self._attempt(request, url, region_id, number, number == len(route)):
                     return
             request.watch.disarm()
-            await self._refuse(
-                send, decision, Outcome.UPSTREAM_ERROR, attempts, headers, span, started
-            )
+            await self._refuse(send, exchange, Outcome.UPSTREAM_ERROR, headers, span)
         finally:
             request.watch.close()
 
     async def _attempt(
-        self, request: _Request, url: str, region_id: str, number: int, last: bool
+        self, request: _Forwarding, url: str, region_id: str, number: int, last: bool
     ) -> bool:
         """One try at one region; False if it failed before the client got anything.
 
         Each try is one entry in the record's attempts, and sends the request once.
         """
-        rt = self._rt
-        decision, span, attempts, watch = (
-            request.decision,
-            request.span,
-            request.attempts,
-            request.watch,
-        )
+        exchange, span, watch = request.exchange, request.span, request.watch
         with (
-            rt.inflight.track(region_id),  # until the answer or stream ends: drain waits
+            self._inflight.track(region_id),  # until the answer or stream ends: drain waits
             span.span(
                 "upstream.attempt",
                 SpanKind.CLIENT,
@@ -256,20 +239,21 @@ class InferenceProxy:
             ) as attempt_span,
         ):
             traceparent = ("traceparent", span.traceparent(attempt_span.span_id))
-            tried = time.perf_counter()
+            exchange.try_region(region_id)
             response: UpstreamResponse | None = None
             try:
                 try:
-                    response = await rt.upstream.send(
+                    response = await self._upstream.send(
                         url, [*request.forwarded, traceparent], request.body
                     )
                 except UpstreamError as exc:
-                    attempts.append(Attempt(region_id, exc.kind.value, None, _ms(tried)))
+                    exchange.attempt_failed(exc.kind.value)
                     attempt_span.set_attribute("upstream.outcome", exc.kind.value)
                     attempt_span.set_status(Status(StatusCode.ERROR, exc.detail))
                     return False
+                exchange.responded(response.status)
                 if response.status >= 500 and not last:  # released below, unread
-                    attempts.append(Attempt(region_id, "http_5xx", response.status, _ms(tried)))
+                    exchange.attempt_failed("http_5xx")
                     attempt_span.set_attribute("upstream.outcome", "http_5xx")
                     attempt_span.set_attribute("http.response.status_code", response.status)
                     return False
@@ -278,108 +262,39 @@ class InferenceProxy:
                 served_headers = [*request.headers, (b"x-residency-region", region_id.encode())]
                 span.set_attribute("residency.served_region", region_id)
                 span.set_attribute("http.response.status_code", response.status)
-                served = functools.partial(
-                    self._record_served, request, region_id, response.status, tried
-                )
                 try:
-                    first_chunk_at = await relay(request.send, response, served_headers, served)
+                    first_chunk_at = await relay(
+                        request.send, response, served_headers, request.deliver, exchange
+                    )
                 except NothingRelayed as exc:  # the client has nothing yet: try the next
                     span.unset_attribute("residency.served_region")
-                    kind = exc.error.kind.value
-                    attempts.append(Attempt(region_id, kind, response.status, _ms(tried)))
-                    attempt_span.set_attribute("upstream.outcome", kind)
+                    exchange.attempt_failed(exc.error.kind.value)
+                    attempt_span.set_attribute("upstream.outcome", exc.error.kind.value)
                     attempt_span.set_status(Status(StatusCode.ERROR, exc.error.detail))
                     return False
                 except UpstreamError as exc:
                     watch.disarm()
-                    attempts.append(
-                        Attempt(
-                            region_id,
-                            f"broken_stream:{exc.kind.value}",
-                            response.status,
-                            _ms(tried),
-                        )
-                    )
+                    exchange.attempt_failed(f"broken_stream:{exc.kind.value}")
                     attempt_span.set_status(Status(StatusCode.ERROR, exc.detail))
-                    await self._record(
-                        decision,
-                        Outcome.UPSTREAM_ERROR,
-                        response.status,
-                        region_id,
-                        attempts,
-                        span,
-                        request.started,
-                    )
+                    await exchange.finish(Outcome.UPSTREAM_ERROR, response.status, region_id)
                     raise UpstreamStreamBroken(f"{region_id}: {exc.detail}") from None
             except asyncio.CancelledError:
                 if not watch.client_left():
                     raise
                 # The client left: the exchange is abandoned (its connection closed, never
                 # pooled), as is whatever was being relayed. Logged as 499.
-                status = None
                 if response is not None:
-                    status = response.status
                     response.release()
                     response = None
                 attempt_span.set_attribute("upstream.outcome", "client_disconnected")
-                attempts.append(Attempt(region_id, "client_disconnected", status, _ms(tried)))
-                await self._record(
-                    decision, Outcome.ROUTED, 499, region_id, attempts, span, request.started
-                )
+                exchange.attempt_failed("client_disconnected")
+                await exchange.finish(Outcome.ROUTED, 499, region_id)
                 return True
             finally:
                 if response is not None:
                     response.release()
-            rt.metrics.observe_upstream(
+            tried = exchange.tried_at
+            self._metrics.observe_upstream(
                 region_id, time.perf_counter() - tried, first_chunk_at - tried
             )
             return True
-
-    async def _record_served(
-        self, request: _Request, region_id: str, status: int, tried: float
-    ) -> None:
-        """Log a forwarded answer; runs just before the message that completes its body."""
-        request.watch.disarm()  # the answer is complete: it is logged as delivered
-        request.attempts.append(Attempt(region_id, "ok", status, _ms(tried)))
-        outcome = Outcome.ROUTED if status < 500 else Outcome.UPSTREAM_ERROR
-        await self._record(
-            request.decision,
-            outcome,
-            status,
-            region_id,
-            request.attempts,
-            request.span,
-            request.started,
-        )
-
-    async def _record(
-        self,
-        decision: Decision,
-        outcome: Outcome,
-        status: int,
-        served: str | None,
-        attempts: list[Attempt],
-        span: RequestTrace,
-        started: float,
-    ) -> None:
-        """Log the decision; with strict durability, return once its record is fsynced."""
-        self._rt.metrics.count_request(
-            served or "none", decision.facts.tenant_id or "none", outcome.value
-        )
-        self._rt.metrics.observe_decision(sum(decision.stage_ns) / 1e9)
-        await self._rt.routing_log.record(
-            routing_record(
-                decision,
-                outcome=outcome,
-                status_code=status,
-                served_region=served,
-                attempts=attempts,
-                latency_ms=_ms(started),
-                trace_id=span.trace_id_hex,
-                client_ip_hmac=self._rt.pseudonymiser.pseudonymise(decision.facts.client_ip),
-            )
-        )
-
-
-def _ms(since: float) -> float:
-    return (time.perf_counter() - since) * 1000.0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
-from gateway.http.asgi import RawHeaders, Receive, Scope, Send
+from gateway.http.asgi import RawHeaders, Receive, Send
 from gateway.http.upstream import UpstreamError, UpstreamResponse
-from gateway.intake import RequestRejected
 
 
 class NothingRelayed(Exception):
@@ -19,35 +19,11 @@ class NothingRelayed(Exception):
         self.error = error
 
 
-async def read_body(receive: Receive, limit: int) -> bytes:
-    """Read the whole request body, refusing more than `limit` bytes with 413."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise RequestRejected(
-                400, "client disconnected before sending the body", "disconnected"
-            )
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise RequestRejected(
-                413, f"request body exceeds the limit of {limit} bytes", "request_too_large"
-            )
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+class RelayMeter(Protocol):
+    """Told the size of a relayed answer once its body is complete."""
 
-
-def declared_length(scope: Scope) -> int | None:
-    for key, value in scope["headers"]:
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None
+    def relayed(self, first_byte_at: float, size: int) -> None:
+        """`size` body bytes, the first arriving at `first_byte_at` (perf_counter seconds)."""
 
 
 async def relay(
@@ -55,6 +31,7 @@ async def relay(
     response: UpstreamResponse,
     headers: RawHeaders,
     before_end: Callable[[], Awaitable[None]],
+    meter: RelayMeter | None = None,
 ) -> float:
     """Pass status, headers and body chunks through as they arrive, unbuffered.
 
@@ -64,6 +41,7 @@ async def relay(
     usual case), start and body are sent back to back after `before_end`, and the server
     writes them in one go (gateway.http.protocol). If the region breaks off before that first
     chunk, NothingRelayed says the client has received nothing (another region may answer).
+    A `meter` learns the body's size and first-byte time just before `before_end` runs.
     Returns when the first body chunk arrived (perf_counter seconds).
     """
     length = next((int(v) for k, v in response.headers if k == b"content-length"), None)
@@ -81,6 +59,8 @@ async def relay(
             raise NothingRelayed(exc) from None
         first_chunk_at = time.perf_counter()
         if len(first) == length:
+            if meter is not None:
+                meter.relayed(first_chunk_at, length)
             await before_end()
             await send(start)
             await send({"type": "http.response.body", "body": first, "more_body": False})
@@ -94,13 +74,18 @@ async def relay(
             first_chunk_at = time.perf_counter()
         sent += len(chunk)
         if sent == length:  # the known last chunk closes the response in one message
+            if meter is not None:
+                meter.relayed(first_chunk_at, sent)
             await before_end()
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
             return first_chunk_at
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
+    first_chunk_at = first_chunk_at or time.perf_counter()
+    if meter is not None:
+        meter.relayed(first_chunk_at, sent)
     await before_end()
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-    return first_chunk_at or time.perf_counter()
+    return first_chunk_at
 
 
 class ClientWatch:

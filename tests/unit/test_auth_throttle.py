@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.auth_throttle import AuthGuard, AuthThrottle, address_key
-from gateway.intake import RequestRejected
+from gateway.errors import ApiError
 
 
 class Clock:
@@ -89,7 +89,7 @@ def test_guard_answers_429_with_retry_after() -> None:
     guard.check(scope)
     guard.failed(scope, "wrong-1")
     guard.failed(scope, "wrong-2")
-    with pytest.raises(RequestRejected) as refused:
+    with pytest.raises(ApiError) as refused:
         guard.check(scope)
     assert refused.value.status == 429
     assert refused.value.headers == {"Retry-After": "30"}

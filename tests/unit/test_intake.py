@@ -6,11 +6,11 @@ import orjson
 import pytest
 
 from compliance.jurisdictions import DataClass
+from gateway.errors import ApiError
 from gateway.intake import (
     MAX_IP_CHARS,
     MAX_MODEL_CHARS,
     ExplainQuery,
-    RequestRejected,
     bearer_token,
     parse_data_class_header,
     parse_explain_body,
@@ -24,9 +24,9 @@ def _scope(*headers: tuple[bytes, bytes]) -> dict[str, object]:
     return {"type": "http", "headers": list(headers)}
 
 
-def _rejected(call: object, *args: object) -> RequestRejected:
+def _rejected(call: object, *args: object) -> ApiError:
     assert callable(call)
-    with pytest.raises(RequestRejected) as caught:
+    with pytest.raises(ApiError) as caught:
         call(*args)
     return caught.value
 

@@ -46,7 +46,7 @@ def full(record: Mapping[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def real_records(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """Routing records made by the real routing core and gateway.http.records."""
+    """Routing records made by the real routing core and gateway.routing.records."""
     from gateway.routing.snapshot import RoutingSnapshot
 
     path = tmp_path_factory.mktemp("codec") / "policy.db"
