@@ -1,8 +1,12 @@
 """Routing log writer: every record is fsynced to the local spool, then stored in batches.
 
-`strict` durability: `record()` returns once the record is fsynced (group commit: one fsync
-for every record that arrived meanwhile), so a response can be held back until its record is
-safe. `relaxed`: `record()` returns at once. Either way the database gets each record exactly
+`write-ahead` durability: `write_ahead()` spools a request's decision (a chain entry of kind
+`intent`) and returns once it is fsynced, so nothing leaves for a region before the decision
+that sent it there is durable; `record()` then spools the outcome (decision and outcome, joined
+to the intent by decision_id: compliance.audit.intents) and returns once that is fsynced too.
+Both are group-committed: one fsync for every record that arrived meanwhile, from any request.
+`strict`: no intent; `record()` returns once the record is fsynced, so a response can be held
+back until its record is safe. `relaxed`: `record()` returns at once. Either way the database gets each record exactly
 once: a background task reads durable records back from the spool, stores them (skipping any
 the database already has, e.g. after a crash between store and acknowledgement) and
 acknowledges them; records are kept while the database is down and replayed after a restart.
@@ -27,6 +31,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol
 
+from compliance.audit.canonical import Kind
 from compliance.audit.spool import Position, Spool, SpoolError
 from compliance.drain_watch import DrainWatch, StuckDrain
 from compliance.idle_priority import idle_executor
@@ -49,7 +54,9 @@ INLINE_FLUSH_MAX_RECORDS = 1
 """A loop turn that spooled more records than this is busy: its flush goes to the spool's
 writer thread, so the loop serves other requests while the disk syncs."""
 
-Durability = Literal["strict", "relaxed"]
+Durability = Literal["write-ahead", "strict", "relaxed"]
+_AWAITED: frozenset[str] = frozenset({"write-ahead", "strict"})
+"""Modes in which `record()` returns only once the record is durable."""
 
 
 class PeriodicJob(Protocol):
@@ -86,7 +93,7 @@ class RoutingLogWriter:
         sink: RoutingLogSink,
         spool: Spool,
         *,
-        durability: Durability = "strict",
+        durability: Durability = "write-ahead",
         batch_size: int = 512,
         retry_max: float = 5.0,
         linger: float = 0.05,
@@ -179,17 +186,31 @@ class RoutingLogWriter:
                 self.watch.forget(slot)
                 await asyncio.to_thread(orphan.close)
 
-    def submit(self, record: Record) -> asyncio.Future[None]:
-        """Spool one record; the future completes when it is fsynced (SpoolError if it fails)."""
+    @property
+    def fsyncs(self) -> int:
+        """Spool flushes (one pwrite and one fdatasync each) since this process started."""
+        return self._spool.flushes
+
+    def submit(self, record: Record, kind: Kind = Kind.DECISION) -> asyncio.Future[None]:
+        """Spool one record as a chain entry of `kind`; the future completes when it is
+        fsynced (SpoolError if it fails)."""
         assert self._loop is not None, "start() first"
-        number = self._spool.append(encode(record))
+        number = self._spool.append(encode(record, kind))
         future = self._loop.create_future()
         self._waiters.append((number, future))
         return future
 
+    async def write_ahead(self, record: Record) -> None:
+        """In write-ahead mode, before a request is forwarded: spool its decision `record`
+        as a write-ahead entry (kind `intent`) and return once it is fsynced; SpoolError if
+        it cannot be (then the request must not be forwarded). Other modes: nothing."""
+        if self.durability == "write-ahead":
+            await self.submit(record, Kind.INTENT)
+
     async def record(self, record: Record) -> None:
-        """Spool one record; in strict mode, return once it is durable."""
-        if self.durability == "strict":
+        """Spool one record (a refusal, or a forwarded request's outcome); in write-ahead and
+        strict mode, return once it is durable."""
+        if self.durability in _AWAITED:
             await self.submit(record)
         else:
             assert self._loop is not None, "start() first"

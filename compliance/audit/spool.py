@@ -98,6 +98,7 @@ class Spool:
         self._on_queued: QueuedCallback | None = None
         self._inline = False  # flushes run in the owner's thread (see the module docstring)
         self.flush_seconds = 0.0  # moving average of a flush's pwrite + fdatasync
+        self.flushes = 0  # pwrite + fdatasync pairs (one per group commit)
 
     # -- opening and recovery ------------------------------------------------------------------
 
@@ -264,6 +265,7 @@ class Spool:
         started = time.perf_counter()
         os.pwrite(segment.fd, data, segment.end)
         os.fdatasync(segment.fd)
+        self.flushes += 1
         self._note_flush_time(time.perf_counter() - started)
         segment.end += len(data)
         with self._lock:

@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from gateway.http.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
-from gateway.http.records import Attempt, routing_record
+from compliance.audit.spool import SpoolError
+from gateway.http.records import Attempt, intent_record, routing_record
 from gateway.http.relay import ClientWatch, NothingRelayed, declared_length, read_body, relay
 from gateway.http.upstream import UpstreamError, UpstreamResponse
 from gateway.intake import RequestRejected, authenticate, new_request_id, parse_inference_body
@@ -175,6 +176,38 @@ class InferenceProxy:
         await self._record(decision, outcome, status, None, attempts, span, started)
         await send_json(send, status, body, headers)
 
+    async def _write_ahead(
+        self,
+        send: Send,
+        decision: Decision,
+        headers: RawHeaders,
+        span: RequestTrace,
+        started: float,
+    ) -> bool:
+        """Make the decision durable before anything is forwarded (write-ahead durability);
+        False, after answering 503, if the routing log cannot (fail closed: nothing leaves)."""
+        record = intent_record(
+            decision,
+            latency_ms=_ms(started),
+            trace_id=span.trace_id_hex,
+            client_ip_hmac=self._rt.pseudonymiser.pseudonymise(decision.facts.client_ip),
+        )
+        try:
+            await self._rt.routing_log.write_ahead(record)
+        except SpoolError as exc:
+            logger.error("decision %s not forwarded: %s", decision.id, exc)
+            span.set_attribute("http.response.status_code", 503)
+            span.set_status(Status(StatusCode.ERROR, "routing_log_unavailable"))
+            body = openai_error(
+                "the routing log cannot record this decision, so the request was not forwarded",
+                "server_error",
+                "routing_log_unavailable",
+                decision_id=decision.id,
+            )
+            await send_json(send, 503, body, headers)
+            return False
+        return True
+
     def _still_allowed(self, decision: Decision, region_id: str) -> bool:
         """Re-check a hop against the newest snapshot: a reload may have narrowed the set."""
         latest: RoutingSnapshot = self._rt.snapshot
@@ -215,6 +248,8 @@ class InferenceProxy:
             if k in _FORWARDED_HEADERS
         ]
         forwarded.append(("x-residency-decision", decision.id))
+        if not await self._write_ahead(send, decision, headers, span, started):
+            return
         request = _Request(send, decision, body, forwarded, headers, span, started, attempts)
         request.watch = ClientWatch(receive)  # a client that leaves cancels the exchange: 499
         try:
@@ -336,11 +371,18 @@ class InferenceProxy:
             return True
 
     async def _record_served(
-        self, request: _Request, region_id: str, status: int, tried: float
+        self,
+        request: _Request,
+        region_id: str,
+        status: int,
+        tried: float,
+        first_chunk_at: float,
+        body_bytes: int,
     ) -> None:
         """Log a forwarded answer; runs just before the message that completes its body."""
         request.watch.disarm()  # the answer is complete: it is logged as delivered
-        request.attempts.append(Attempt(region_id, "ok", status, _ms(tried)))
+        ttfb = round((first_chunk_at - tried) * 1000.0, 3)
+        request.attempts.append(Attempt(region_id, "ok", status, _ms(tried), ttfb, body_bytes))
         outcome = Outcome.ROUTED if status < 500 else Outcome.UPSTREAM_ERROR
         await self._record(
             request.decision,

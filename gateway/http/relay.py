@@ -54,12 +54,13 @@ async def relay(
     send: Send,
     response: UpstreamResponse,
     headers: RawHeaders,
-    before_end: Callable[[], Awaitable[None]],
+    before_end: Callable[[float, int], Awaitable[None]],
 ) -> float:
     """Pass status, headers and body chunks through as they arrive, unbuffered.
 
-    `before_end` runs before the message completing the body (the routing record is made
-    durable there: no client holds a complete answer whose record could still be lost).
+    `before_end(first_chunk_at, body_bytes)` runs before the message completing the body (the
+    routing record is made durable there: no client holds a complete answer whose record could
+    still be lost).
     An answer of known length is held until its first chunk: if that is the whole body (the
     usual case), start and body are sent back to back after `before_end`, and the server
     writes them in one go (gateway.http.protocol). If the region breaks off before that first
@@ -81,7 +82,7 @@ async def relay(
             raise NothingRelayed(exc) from None
         first_chunk_at = time.perf_counter()
         if len(first) == length:
-            await before_end()
+            await before_end(first_chunk_at, length)
             await send(start)
             await send({"type": "http.response.body", "body": first, "more_body": False})
             return first_chunk_at
@@ -94,13 +95,14 @@ async def relay(
             first_chunk_at = time.perf_counter()
         sent += len(chunk)
         if sent == length:  # the known last chunk closes the response in one message
-            await before_end()
+            await before_end(first_chunk_at, sent)
             await send({"type": "http.response.body", "body": chunk, "more_body": False})
             return first_chunk_at
         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await before_end()
+    first_chunk_at = first_chunk_at or time.perf_counter()
+    await before_end(first_chunk_at, sent)
     await send({"type": "http.response.body", "body": b"", "more_body": False})
-    return first_chunk_at or time.perf_counter()
+    return first_chunk_at
 
 
 class ClientWatch:
