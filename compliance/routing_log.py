@@ -6,10 +6,11 @@ that sent it there is durable; `record()` then spools the outcome (decision and 
 to the intent by decision_id: compliance.audit.intents) and returns once that is fsynced too.
 Both are group-committed: one fsync for every record that arrived meanwhile, from any request.
 `strict`: no intent; `record()` returns once the record is fsynced, so a response can be held
-back until its record is safe. `relaxed`: `record()` returns at once. Either way the database gets each record exactly
-once: a background task reads durable records back from the spool, stores them (skipping any
-the database already has, e.g. after a crash between store and acknowledgement) and
-acknowledges them; records are kept while the database is down and replayed after a restart.
+back until its record is safe. `relaxed`: `record()` returns at once. Either way the database
+gets each record exactly once: a background task reads durable records back from the spool,
+stores them (skipping any the database already has, e.g. after a crash between store and
+acknowledgement) and acknowledges them; records are kept while the database is down and
+replayed after a restart.
 
 Cost per record is what limits a one-core gateway, so each record is encoded once, on the
 event loop, into canonical bytes (compliance.audit.record_codec) that go unchanged through the

@@ -55,7 +55,9 @@ def insert_sql(dialect: str, rows: int, kind: Kind = Kind.DECISION) -> str:
     return _PREFIX[kind] + ", ".join([_MARKS[dialect]] * rows)
 
 
-_FULL = {(dialect, kind): insert_sql(dialect, CHUNK, kind) for dialect in _MARKS for kind in MARKERS}
+_FULL = {
+    (dialect, kind): insert_sql(dialect, CHUNK, kind) for dialect in _MARKS for kind in MARKERS
+}
 
 
 def append_decisions(conn: Connection, items: Sequence[Encoded]) -> int:

@@ -26,9 +26,9 @@ from compliance.audit.entries import (
     sqlite_can_hash,
     unchained,
 )
+from compliance.audit.intents import unanswered
 from compliance.audit.ledger import TABLES, ChainHead, read_head
 from compliance.audit.report import Break, VerifyReport
-from compliance.audit.intents import unanswered
 from compliance.audit.verify_parallel import precheck
 from compliance.store.base import transaction
 from compliance.store.engine import sqlite_file

@@ -157,6 +157,7 @@ tenant_api_keys = Table(
     Column("label", String(255), nullable=False),
 )
 
+
 def _decision_columns() -> list[Column[object]]:
     """The columns of a routing record (shared by decisions and write-ahead intents)."""
     return [

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from gateway.http.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
 from compliance.audit.spool import SpoolError
+from gateway.http.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
 from gateway.http.records import Attempt, intent_record, routing_record
 from gateway.http.relay import ClientWatch, NothingRelayed, declared_length, read_body, relay
 from gateway.http.upstream import UpstreamError, UpstreamResponse
