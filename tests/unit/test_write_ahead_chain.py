@@ -1,0 +1,114 @@
+"""Write-ahead decisions (kind `intent`) in the audit chain on a real SQLite file: stored before
+their outcomes, verified and tamper-evident like every entry, and shown with outcome
+`unknown` while no outcome joins them (search pages, show, report)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from compliance.audit.canonical import Kind
+from compliance.audit.entries import iter_entries
+from compliance.audit.record_codec import Encoded, encode_record
+from compliance.audit.verify import verify
+from compliance.audit_query.filters import parse_filter
+from compliance.audit_query.reader import AuditReader
+from compliance.store.base import transaction
+from compliance.store.engine import create_store_engine
+from compliance.store.migrate import upgrade
+from compliance.store.routing_log_store import RoutingLogStore
+from tests.audit_chain_support import T0, decision, keys_of
+
+KEYS = keys_of(Ed25519PrivateKey.generate())
+
+
+def intent(n: int) -> Encoded:
+    """The write-ahead form of decision n (as gateway.http.records.intent_record makes it)."""
+    record = decision(n, status_code=0, served_region=None, attempts=[], outcome="routed")
+    return Encoded(encode_record(record, Kind.INTENT))
+
+
+def outcome(n: int, **overrides: Any) -> Encoded:
+    return Encoded(encode_record(decision(n, **overrides)))
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[sa.Engine]:
+    url = f"sqlite:///{tmp_path}/audit.db"
+    upgrade(url)
+    engine = create_store_engine(url)
+    yield engine
+    engine.dispose()
+
+
+def test_intents_go_before_their_outcomes_and_verify(engine: sa.Engine) -> None:
+    store = RoutingLogStore(engine)
+    # One batch as the spool hands it over: decisions and outcomes interleaved.
+    batch = [intent(1), intent(2), outcome(1), intent(3), outcome(2), outcome(9)]
+    assert store.append_encoded(batch, skip_existing=True) == 6
+    assert store.append_encoded([intent(3), outcome(3)], skip_existing=True) == 1  # replayed
+    with transaction(engine, write=False) as conn:
+        entries = [(e.kind, e.fields["decision_id"]) for e in iter_entries(conn)]
+    assert entries == [
+        (Kind.INTENT, "dec-000001"),
+        (Kind.INTENT, "dec-000002"),
+        (Kind.INTENT, "dec-000003"),
+        (Kind.DECISION, "dec-000001"),
+        (Kind.DECISION, "dec-000002"),
+        (Kind.DECISION, "dec-000009"),
+        (Kind.DECISION, "dec-000003"),
+    ]
+    report = verify(engine, KEYS)
+    assert report.ok and report.summary() == "chain intact: 7 records", report.problems
+    assert (report.decisions, report.intents, report.without_outcome) == (4, 3, 0)
+
+
+def test_an_altered_intent_is_named(engine: sa.Engine) -> None:
+    RoutingLogStore(engine).append_encoded([intent(1), outcome(1), intent(2)])
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE routing_intents SET chosen_region = 'us-virginia'"))
+    first = verify(engine, KEYS).first_break
+    assert first is not None and first.problem == "altered" and first.seq == 1
+    assert first.entry == "write-ahead decision dec-000001"
+
+
+def test_a_decision_without_outcome_is_listed_as_unknown_on_its_page(engine: sa.Engine) -> None:
+    store = RoutingLogStore(engine)
+    # 1..6 answered, 7 never (crash); 8 answered at the very instant 7 was decided.
+    store.append_encoded([intent(n) for n in range(1, 8)])
+    same = T0 + timedelta(seconds=7)
+    store.append_encoded([outcome(n) for n in range(1, 7)])
+    store.append_encoded([outcome(8, decided_at=same)])
+    reader = AuditReader(engine)
+    seen: list[tuple[str, str]] = []
+    cursor = None
+    while True:
+        page = reader.search(parse_filter(), limit=2, cursor=cursor)
+        seen += [(r["decision_id"], r["outcome"]) for r in page.records]
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    expected = [("dec-000008", "routed"), ("dec-000007", "unknown")]
+    expected += [(f"dec-{n:06d}", "routed") for n in range(6, 0, -1)]
+    assert seen == expected  # each once, in (time, records before open decisions) order
+
+    only = reader.search(parse_filter(outcome="unknown"), limit=10).records
+    assert [(r["decision_id"], r["status_code"], r["outcome_recorded"]) for r in only] == [
+        ("dec-000007", None, False)
+    ]
+    assert reader.search(parse_filter(outcome="routed"), limit=10).records[-1]["seq"] == 1
+    shown = reader.get("dec-000007")
+    assert shown is not None and shown["outcome"] == "unknown" and shown["write_ahead_seq"] == 7
+    report = reader.report(parse_filter())
+    assert report.outcomes == {"routed": 7, "unknown": 1} and report.without_outcome == 1
+    assert verify(engine, KEYS).without_outcome == 1
+
+    store.append_encoded([outcome(7)])  # the outcome arrives after all (e.g. a late replay)
+    assert reader.get("dec-000007")["outcome"] == "routed"  # type: ignore[index]
+    assert reader.search(parse_filter(outcome="unknown"), limit=10).records == []
