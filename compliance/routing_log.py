@@ -2,11 +2,13 @@
 
 `write-ahead` durability: `write_ahead()` spools a request's decision (a chain entry of kind
 `intent`) and returns once it is fsynced, so nothing leaves for a region before the decision
-that sent it there is durable; `record()` then spools the outcome (decision and outcome, joined
-to the intent by decision_id: compliance.audit.intents) and returns once that is fsynced too.
-Both are group-committed: one fsync for every record that arrived meanwhile, from any request.
-`strict`: no intent; `record()` returns once the record is fsynced, so a response can be held
-back until its record is safe. `relaxed`: `record()` returns at once. Either way the database
+that sent it there is durable; `record(..., written_ahead=True)` then spools the outcome
+(decision and outcome, joined to the intent by decision_id: compliance.audit.intents) without
+waiting: it is fsynced with the next group commit, and a crash before that leaves the decision
+without an outcome. A record not written ahead (a refusal) is awaited. Every flush is a group
+commit: one fsync for every record that arrived meanwhile, from any request. `strict`: no
+intent; `record()` returns once the record is fsynced, so a response can be held back until its
+record is safe. `relaxed`: `record()` returns at once. Either way the database
 gets each record exactly once: a background task reads durable records back from the spool,
 stores them (skipping any the database already has, e.g. after a crash between store and
 acknowledgement) and acknowledges them; records are kept while the database is down and
@@ -56,8 +58,6 @@ INLINE_FLUSH_MAX_RECORDS = 1
 writer thread, so the loop serves other requests while the disk syncs."""
 
 Durability = Literal["write-ahead", "strict", "relaxed"]
-_AWAITED: frozenset[str] = frozenset({"write-ahead", "strict"})
-"""Modes in which `record()` returns only once the record is durable."""
 
 
 class PeriodicJob(Protocol):
@@ -208,10 +208,12 @@ class RoutingLogWriter:
         if self.durability == "write-ahead":
             await self.submit(record, Kind.INTENT)
 
-    async def record(self, record: Record) -> None:
-        """Spool one record (a refusal, or a forwarded request's outcome); in write-ahead and
-        strict mode, return once it is durable."""
-        if self.durability in _AWAITED:
+    async def record(self, record: Record, *, written_ahead: bool = False) -> None:
+        """Spool one record (a refusal, or a forwarded request's outcome). Strict mode: return
+        once it is durable; write-ahead mode: likewise, unless its decision was written ahead
+        (`written_ahead`: an outcome, fsynced with the next group commit)."""
+        durability = self.durability
+        if durability == "strict" or (durability == "write-ahead" and not written_ahead):
             await self.submit(record)
         else:
             assert self._loop is not None, "start() first"

@@ -208,8 +208,9 @@ class Settings(BaseSettings):
     audit_durability: Literal["write-ahead", "strict", "relaxed"] = Field(
         "write-ahead",
         description="write-ahead: a request leaves for a region only once its decision is "
-        "fsynced, and its response completes only once the outcome is too; strict: only the "
-        "latter (one record per request); relaxed: neither (records are spooled at once)",
+        "fsynced (its outcome follows, fsynced with the next group commit); strict: no "
+        "decision before forwarding, a response completes only once its record is fsynced; "
+        "relaxed: nothing waits (records are spooled at once)",
     )
     audit_spool_dir: Path | None = Field(
         None, description="local spool of routing records; default: data_dir/audit-spool"

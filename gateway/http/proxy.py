@@ -404,7 +404,9 @@ class InferenceProxy:
         span: RequestTrace,
         started: float,
     ) -> None:
-        """Log the decision; with strict durability, return once its record is fsynced."""
+        """Log the decision; return once its record is fsynced with strict durability, or
+        with write-ahead durability for a refusal (a forwarded request's decision is durable
+        already: its outcome is not waited for)."""
         self._rt.metrics.count_request(
             served or "none", decision.facts.tenant_id or "none", outcome.value
         )
@@ -419,7 +421,8 @@ class InferenceProxy:
                 latency_ms=_ms(started),
                 trace_id=span.trace_id_hex,
                 client_ip_hmac=self._rt.pseudonymiser.pseudonymise(decision.facts.client_ip),
-            )
+            ),
+            written_ahead=decision.outcome is Outcome.ROUTED,  # see _write_ahead
         )
 
 

@@ -4,6 +4,7 @@ their outcomes, verified and tamper-evident like every entry, and shown with out
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -16,9 +17,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from compliance.audit.canonical import Kind
 from compliance.audit.entries import iter_entries
 from compliance.audit.record_codec import Encoded, encode_record
+from compliance.audit.spool import Spool
 from compliance.audit.verify import verify
 from compliance.audit_query.filters import parse_filter
 from compliance.audit_query.reader import AuditReader
+from compliance.routing_log import RoutingLogWriter
 from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
@@ -112,3 +115,41 @@ def test_a_decision_without_outcome_is_listed_as_unknown_on_its_page(engine: sa.
     store.append_encoded([outcome(7)])  # the outcome arrives after all (e.g. a late replay)
     assert reader.get("dec-000007")["outcome"] == "routed"  # type: ignore[index]
     assert reader.search(parse_filter(outcome="unknown"), limit=10).records == []
+
+
+async def test_write_ahead_is_durable_on_return_and_shares_fsyncs(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/audit.db"
+    upgrade(url)
+    store = RoutingLogStore(url)
+    writer = RoutingLogWriter(store, Spool(tmp_path / "spool"), durability="write-ahead")
+    writer.start()
+    try:
+        await writer.write_ahead(decision(1, status_code=0, attempts=[]))
+        assert writer.fsyncs == 1  # durable before the caller may forward
+        await writer.record(decision(1), written_ahead=True)
+        assert writer.fsyncs == 1  # the outcome is not waited for
+        await asyncio.gather(*(writer.write_ahead(decision(n)) for n in range(2, 52)))
+        assert writer.fsyncs <= 3, writer.fsyncs  # 50 decisions, one group commit (+ outcome)
+    finally:
+        await writer.close()
+    with transaction(store.engine, write=False) as conn:
+        kinds = [(e.kind, e.fields["decision_id"]) for e in iter_entries(conn)]
+    assert kinds[0] == (Kind.INTENT, "dec-000001") and len(kinds) == 52
+    assert sum(kind is Kind.INTENT for kind, _ in kinds) == 51
+    assert (Kind.DECISION, "dec-000001") in kinds
+    store.close()
+
+
+async def test_write_ahead_writes_nothing_in_strict_mode(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/audit.db"
+    upgrade(url)
+    store = RoutingLogStore(url)
+    writer = RoutingLogWriter(store, Spool(tmp_path / "spool"), durability="strict")
+    writer.start()
+    await writer.write_ahead(decision(1))
+    assert writer.fsyncs == 0
+    await writer.record(decision(1), written_ahead=True)
+    assert writer.fsyncs == 1  # strict: every record is waited for
+    await writer.close()
+    assert verify(store.engine, KEYS).intents == 0
+    store.close()
