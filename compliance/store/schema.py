@@ -158,9 +158,18 @@ tenant_api_keys = Table(
 )
 
 
-def _decision_columns() -> list[Column[object]]:
-    """The columns of a routing record (shared by decisions and write-ahead intents)."""
-    return [
+def _routing_table(name: str, *extra: Column[object]) -> Table:
+    """A table of routing records, each an audit-chain entry (decisions and write-ahead
+    intents share these columns: compliance.audit.canonical hashes both alike)."""
+    return Table(
+        name,
+        metadata,
+        Column(
+            "seq",
+            BigInteger().with_variant(Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
         Column("decision_id", String(40), nullable=False, unique=True),
         Column("decided_at", UTCDateTime, nullable=False),
         Column("tenant_id", String(128)),
@@ -183,36 +192,15 @@ def _decision_columns() -> list[Column[object]]:
         Column("explanation", JSON, nullable=False),
         Column("prev_hash", String(64)),
         Column("record_hash", String(64)),
-    ]
+        Column("chain_seq", BigInteger, index=True, unique=True),
+        *extra,
+    )
 
 
-routing_decisions = Table(
-    "routing_decisions",
-    metadata,
-    Column(
-        "seq",
-        BigInteger().with_variant(Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    *_decision_columns(),
-    Column("chain_seq", BigInteger, index=True, unique=True),
-)
+routing_decisions = _routing_table("routing_decisions")
 """The routing audit log; each row is an entry of the audit chain (see compliance.audit)."""
 
-routing_intents = Table(
-    "routing_intents",
-    metadata,
-    Column(
-        "seq",
-        BigInteger().with_variant(Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    *_decision_columns(),
-    Column("chain_seq", BigInteger, index=True, unique=True),
-    Column("outcome_logged", Boolean),
-)
+routing_intents = _routing_table("routing_intents", Column("outcome_logged", Boolean))
 """Write-ahead routing decisions (audit-chain entries of kind `intent`), each durable before
 its request left for a region; its outcome is the `routing_decisions` row with the same
 decision_id. `outcome_logged` (not hashed, set when that row is stored) only indexes the

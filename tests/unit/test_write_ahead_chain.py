@@ -21,7 +21,7 @@ from compliance.audit.spool import Spool
 from compliance.audit.verify import verify
 from compliance.audit_query.filters import parse_filter
 from compliance.audit_query.reader import AuditReader
-from compliance.routing_log import RoutingLogWriter
+from compliance.routing_log import Durability, RoutingLogWriter
 from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
@@ -117,12 +117,18 @@ def test_a_decision_without_outcome_is_listed_as_unknown_on_its_page(engine: sa.
     assert reader.search(parse_filter(outcome="unknown"), limit=10).records == []
 
 
-async def test_write_ahead_is_durable_on_return_and_shares_fsyncs(tmp_path: Path) -> None:
+def started_writer(tmp_path: Path, durability: Durability) -> RoutingLogWriter:
     url = f"sqlite:///{tmp_path}/audit.db"
     upgrade(url)
-    store = RoutingLogStore(url)
-    writer = RoutingLogWriter(store, Spool(tmp_path / "spool"), durability="write-ahead")
+    writer = RoutingLogWriter(
+        RoutingLogStore(url), Spool(tmp_path / "spool"), durability=durability
+    )
     writer.start()
+    return writer
+
+
+async def test_write_ahead_is_durable_on_return_and_shares_fsyncs(tmp_path: Path) -> None:
+    writer = started_writer(tmp_path, "write-ahead")
     try:
         await writer.write_ahead(decision(1, status_code=0, attempts=[]))
         assert writer.fsyncs == 1  # durable before the caller may forward
@@ -132,24 +138,22 @@ async def test_write_ahead_is_durable_on_return_and_shares_fsyncs(tmp_path: Path
         assert writer.fsyncs <= 3, writer.fsyncs  # 50 decisions, one group commit (+ outcome)
     finally:
         await writer.close()
-    with transaction(store.engine, write=False) as conn:
+    engine = create_store_engine(f"sqlite:///{tmp_path}/audit.db")
+    with transaction(engine, write=False) as conn:
         kinds = [(e.kind, e.fields["decision_id"]) for e in iter_entries(conn)]
+    engine.dispose()
     assert kinds[0] == (Kind.INTENT, "dec-000001") and len(kinds) == 52
     assert sum(kind is Kind.INTENT for kind, _ in kinds) == 51
     assert (Kind.DECISION, "dec-000001") in kinds
-    store.close()
 
 
 async def test_write_ahead_writes_nothing_in_strict_mode(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path}/audit.db"
-    upgrade(url)
-    store = RoutingLogStore(url)
-    writer = RoutingLogWriter(store, Spool(tmp_path / "spool"), durability="strict")
-    writer.start()
+    writer = started_writer(tmp_path, "strict")
     await writer.write_ahead(decision(1))
     assert writer.fsyncs == 0
     await writer.record(decision(1), written_ahead=True)
     assert writer.fsyncs == 1  # strict: every record is waited for
     await writer.close()
-    assert verify(store.engine, KEYS).intents == 0
-    store.close()
+    engine = create_store_engine(f"sqlite:///{tmp_path}/audit.db")
+    assert verify(engine, KEYS).intents == 0
+    engine.dispose()
