@@ -4,13 +4,14 @@
 `intent`) and returns once it is fsynced, so nothing leaves for a region before the decision
 that sent it there is durable; `record(..., written_ahead=True)` then spools the outcome
 (decision and outcome, joined to the intent by decision_id: compliance.audit.intents) without
-waiting: it is fsynced with the next group commit, and a crash before that leaves the decision
-without an outcome. A record not written ahead (a refusal) is awaited. Every flush is a group
-commit: one fsync for every record that arrived meanwhile, from any request. `strict`: no
-intent; `record()` returns once the record is fsynced, so a response can be held back until its
-record is safe. `relaxed`: `record()` returns at once. Either way the database
-gets each record exactly once: a background task reads durable records back from the spool,
-stores them (skipping any the database already has, e.g. after a crash between store and
+waiting and without a flush of its own: it is fsynced with the next group commit (another
+request's decision, usually) or OUTCOME_FLUSH_DELAY later, and a crash before that leaves the
+decision without an outcome. So a request costs one fsync, as in strict mode, not two. A
+record not written ahead (a refusal) is awaited. Every flush is a group commit: one fsync for
+every record that arrived meanwhile, from any request. `strict`: no intent; `record()` returns
+once the record is fsynced, so a response can be held back until its record is safe.
+`relaxed`: `record()` returns at once. Either way the database gets each record exactly once:
+a background task reads durable records back from the spool, stores them (skipping any the database already has, e.g. after a crash between store and
 acknowledgement) and acknowledges them; records are kept while the database is down and
 replayed after a restart.
 
@@ -56,6 +57,10 @@ IDLE_BATCH_MAX = 192
 INLINE_FLUSH_MAX_RECORDS = 1
 """A loop turn that spooled more records than this is busy: its flush goes to the spool's
 writer thread, so the loop serves other requests while the disk syncs."""
+
+OUTCOME_FLUSH_DELAY = 0.005
+"""Seconds an outcome of a written-ahead decision waits for another flush to join before it is
+flushed on its own (the longest it is not yet durable, plus the fsync)."""
 
 Durability = Literal["write-ahead", "strict", "relaxed"]
 
@@ -120,6 +125,7 @@ class RoutingLogWriter:
         self._task: asyncio.Task[None] | None = None
         self._adopter: asyncio.Task[None] | None = None
         self._position = Position(0, 0)
+        self._outcome_flush: asyncio.TimerHandle | None = None
         self._closing = False
         self.last_error: str | None = None
         self.watch = DrainWatch()
@@ -215,9 +221,24 @@ class RoutingLogWriter:
         durability = self.durability
         if durability == "strict" or (durability == "write-ahead" and not written_ahead):
             await self.submit(record)
+        elif durability == "write-ahead":
+            assert self._loop is not None, "start() first"
+            self._spool.append(encode(record), lazy=True)
+            if self._outcome_flush is None:
+                self._outcome_flush = self._loop.call_later(
+                    OUTCOME_FLUSH_DELAY, self._flush_outcomes
+                )
         else:
             assert self._loop is not None, "start() first"
             self._spool.append(encode(record))
+
+    def _flush_outcomes(self) -> None:
+        """Outcomes spooled lazily (see `record`) get a flush unless one took them already."""
+        self._outcome_flush = None
+        try:
+            self._spool.request_flush()
+        except SpoolError:
+            logger.exception("routing log: flushing outcomes failed")
 
     def _flush_this_turn(self) -> None:
         """A record was queued for an inline flush: fsync it, with every record queued during

@@ -81,6 +81,8 @@ class Spool:
         self._flushed = threading.Condition(self._lock)
         self._write_lock = threading.Lock()  # one flush at a time, in queue order
         self._queue: list[bytes] = []
+        self._flush_due = False  # a flush of the queue was asked for (see `append`)
+        self._queued_eager = 0  # queued records that asked for a flush
         self._appended = 0
         self._durable_count = 0
         self._acked_records = 0
@@ -182,9 +184,10 @@ class Spool:
         """True while flushes run in the owner's thread (`write_queued`)."""
         return self._inline
 
-    def append(self, payload: bytes) -> int:
+    def append(self, payload: bytes, *, lazy: bool = False) -> int:
         """Queue one record; returns its number (durable once a flush reports >= it). A record
-        over MAX_PAYLOAD_BYTES is refused (SpoolError): it is never written."""
+        over MAX_PAYLOAD_BYTES is refused (SpoolError): it is never written. A `lazy` record
+        asks for no flush: it goes with the next one (see `request_flush`)."""
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise SpoolError(
                 f"audit spool record of {len(payload)} bytes refused (limit {MAX_PAYLOAD_BYTES})"
@@ -198,13 +201,30 @@ class Spool:
             self._queue.append(data)
             self._appended += 1
             number = self._appended
-            first = len(self._queue) == 1  # else a flush is due already and will take it
+            if lazy:
+                return number
+            self._queued_eager += 1
+            first = not self._flush_due  # else a flush is due already and will take it
+            self._flush_due = True
             inline = self._inline
             if first and not inline:
                 self._wakeup.notify()
         if first and inline and self._on_queued is not None:
             self._on_queued()
         return number
+
+    def request_flush(self) -> None:
+        """Ask for a flush of what is queued (lazy records), like a non-lazy `append`; call it
+        from the owner's thread (inline flushes go through `on_queued`)."""
+        with self._lock:
+            if not self._queue or self._flush_due:
+                return
+            self._flush_due = True
+            inline = self._inline
+            if not inline:
+                self._wakeup.notify()
+        if inline and self._on_queued is not None:
+            self._on_queued()
 
     def write_queued(self, inline_max: int | None = None) -> int | None:
         """Flush the queued records in the calling thread and return how many records are
@@ -213,7 +233,7 @@ class Spool:
         reports). Raises SpoolError if the write fails (the spool then accepts no more)."""
         if inline_max is not None:
             with self._lock:
-                if len(self._queue) > inline_max:
+                if self._queued_eager > inline_max:
                     self._wakeup.notify()
                     return None
         count, error = self._flush_queue()
@@ -224,7 +244,7 @@ class Spool:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._closing:
+                while not (self._queue and self._flush_due) and not self._closing:
                     self._wakeup.wait()
                 if not self._queue:
                     return
@@ -241,6 +261,7 @@ class Spool:
                 if self._failure is not None:
                     return self._durable_count, self._failure
                 frames, self._queue = self._queue, []
+                self._flush_due, self._queued_eager = False, 0
                 count = self._appended
             if not frames:
                 return self._durable_count, None
@@ -301,6 +322,9 @@ class Spool:
     def flush(self) -> None:
         """Block until every record appended so far is durable (or writing failed)."""
         with self._lock:
+            if self._queue and not self._flush_due:  # lazy records only: the thread takes them
+                self._flush_due = True
+                self._wakeup.notify()
             while (
                 self._durable_count < self._appended
                 and self._failure is None
