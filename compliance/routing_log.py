@@ -6,14 +6,14 @@ that sent it there is durable; `record(..., written_ahead=True)` then spools the
 (decision and outcome, joined to the intent by decision_id: compliance.audit.intents) without
 waiting and without a flush of its own: it is fsynced with the next group commit (another
 request's decision, usually) or OUTCOME_FLUSH_DELAY later, and a crash before that leaves the
-decision without an outcome. So a request costs one fsync, as in strict mode, not two. A
-record not written ahead (a refusal) is awaited. Every flush is a group commit: one fsync for
-every record that arrived meanwhile, from any request. `strict`: no intent; `record()` returns
-once the record is fsynced, so a response can be held back until its record is safe.
-`relaxed`: `record()` returns at once. Either way the database gets each record exactly once:
-a background task reads durable records back from the spool, stores them (skipping any the database already has, e.g. after a crash between store and
-acknowledgement) and acknowledges them; records are kept while the database is down and
-replayed after a restart.
+decision without an outcome. So a request costs one fsync, as in strict mode, not two. A record
+not written ahead (a refusal) is awaited. Every flush is a group commit: one fsync for every
+record that arrived meanwhile, from any request. `strict`: no intent; `record()` returns once
+the record is fsynced, so a response can be held back until its record is safe. `relaxed`:
+`record()` returns at once. Either way the database gets each record exactly once: a background
+task reads durable records back from the spool, stores them (skipping any the database already
+has, e.g. after a crash between store and acknowledgement) and acknowledges them; records are
+kept while the database is down and replayed after a restart.
 
 Cost per record is what limits a one-core gateway, so each record is encoded once, on the
 event loop, into canonical bytes (compliance.audit.record_codec) that go unchanged through the
@@ -369,6 +369,8 @@ class RoutingLogWriter:
 
     async def close(self, grace: float = 10.0) -> None:
         """Store what is spooled (up to `grace` seconds), then stop; the rest waits in the spool."""
+        if self._outcome_flush is not None:
+            self._outcome_flush.cancel()  # the flush below takes lazily spooled outcomes
         await asyncio.to_thread(self._spool.flush)
         self._closing = True
         self._wakeup.set()
