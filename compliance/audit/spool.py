@@ -39,6 +39,7 @@ from compliance.audit.spool_files import (
     slots,
     write_ack,
 )
+from compliance.audit.spool_recovery import recover_segments
 
 __all__ = ["Position", "Spool", "SpoolBusy", "SpoolDamaged", "SpoolError"]
 
@@ -134,12 +135,12 @@ class Spool:
     def _recover(self, directory: Path) -> None:
         """Read the acknowledged position and what is left after it; open a new segment."""
         self._ack = read_ack(directory)
-        numbers = sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
-        for number in numbers:
-            self._recover_segment(number)
-        next_number = max([*numbers, self._ack.segment, 0]) + 1
-        self._active = Segment(self._segment_path(next_number), next_number, self.segment_bytes)
-        self._durable = Position(next_number, 0)
+        found = recover_segments(self.root, directory, self._ack, SUFFIX)
+        self._sealed, self._recovered = found.sealed, found.records
+        self._active = Segment(
+            self._segment_path(found.next_number), found.next_number, self.segment_bytes
+        )
+        self._durable = Position(found.next_number, 0)
 
     def other_slots(self) -> list[Path]:
         """Slot directories under the root other than this spool's (live or abandoned)."""
@@ -148,34 +149,6 @@ class Spool:
     def _segment_path(self, number: int) -> Path:
         assert self.directory is not None
         return self.directory / f"{number:012d}{SUFFIX}"
-
-    def _recover_segment(self, number: int) -> None:
-        path = self._segment_path(number)
-        if number < self._ack.segment:
-            path.unlink()
-            return
-        start = self._ack.offset if number == self._ack.segment else 0
-        with path.open("rb") as handle:
-            handle.seek(start)
-            data = handle.read()
-        payloads, used, torn = parse_frames(data, len(data))
-        if torn:
-            assert self.directory is not None
-            kept = keep_damaged(
-                self.root, self.directory, Position(number, start + used), data[used:].rstrip(b"\0")
-            )
-            logger.error(
-                "audit spool %s: torn record at offset %d ignored (written, never "
-                "acknowledged); its bytes are kept in %s",
-                path,
-                start + used,
-                kept,
-            )
-        if not payloads:
-            path.unlink()  # nothing left to replay in it
-            return
-        self._sealed[number] = start + used
-        self._recovered += len(payloads)
 
     # -- writing -------------------------------------------------------------------------------
 
