@@ -3,17 +3,19 @@
 `write-ahead` durability: `write_ahead()` spools a request's decision (a chain entry of kind
 `intent`) and returns once it is fsynced, so nothing leaves for a region before the decision
 that sent it there is durable; `record(..., written_ahead=True)` then spools the outcome
-(decision and outcome, joined to the intent by decision_id: compliance.audit.intents) without
-waiting and without a flush of its own: it is fsynced with the next group commit (another
-request's decision, usually) or OUTCOME_FLUSH_DELAY later, and a crash before that leaves the
-decision without an outcome. So a request costs one fsync, as in strict mode, not two. A record
-not written ahead (a refusal) is awaited. Every flush is a group commit: one fsync for every
-record that arrived meanwhile, from any request. `strict`: no intent; `record()` returns once
-the record is fsynced, so a response can be held back until its record is safe. `relaxed`:
-`record()` returns at once. Either way the database gets each record exactly once: a background
-task reads durable records back from the spool, stores them (skipping any the database already
-has, e.g. after a crash between store and acknowledgement) and acknowledges them; records are
-kept while the database is down and replayed after a restart.
+(decision and outcome, joined to the intent by decision_id: compliance.audit.intents) and
+returns once that is fsynced too, so a response never completes before its outcome is durable
+either (what `strict` promises). `write-ahead-lazy`: the same decision first, but the outcome is
+not waited for and asks for no flush of its own: it goes with the next group commit (another
+request's decision, usually) or OUTCOME_FLUSH_DELAY later, so a request costs one fsync, not
+two, and a crash before that leaves the decision without an outcome. A record not written ahead
+(a refusal) is waited for in every mode but `relaxed`. Every flush is a group commit: one fsync
+for every record that arrived meanwhile, from any request. `strict`: no intent; `record()`
+returns once the record is fsynced, so a response can be held back until its record is safe.
+`relaxed`: `record()` returns at once. Either way the database gets each record exactly once: a
+background task reads durable records back from the spool, stores them (skipping any the
+database already has, e.g. after a crash between store and acknowledgement) and acknowledges
+them; records are kept while the database is down and replayed after a restart.
 
 Cost per record is what limits a one-core gateway, so each record is encoded once, on the
 event loop, into canonical bytes (compliance.audit.record_codec) that go unchanged through the
@@ -62,7 +64,9 @@ OUTCOME_FLUSH_DELAY = 0.005
 """Seconds an outcome of a written-ahead decision waits for another flush to join before it is
 flushed on its own (the longest it is not yet durable, plus the fsync)."""
 
-Durability = Literal["write-ahead", "strict", "relaxed"]
+Durability = Literal["write-ahead", "write-ahead-lazy", "strict", "relaxed"]
+WRITE_AHEAD: frozenset[str] = frozenset({"write-ahead", "write-ahead-lazy"})
+"""Modes in which `write_ahead()` makes a decision durable before it is forwarded."""
 
 
 class PeriodicJob(Protocol):
@@ -211,17 +215,19 @@ class RoutingLogWriter:
         """In write-ahead mode, before a request is forwarded: spool its decision `record`
         as a write-ahead entry (kind `intent`) and return once it is fsynced; SpoolError if
         it cannot be (then the request must not be forwarded). Other modes: nothing."""
-        if self.durability == "write-ahead":
+        if self.durability in WRITE_AHEAD:
             await self.submit(record, Kind.INTENT)
 
     async def record(self, record: Record, *, written_ahead: bool = False) -> None:
-        """Spool one record (a refusal, or a forwarded request's outcome). Strict mode: return
-        once it is durable; write-ahead mode: likewise, unless its decision was written ahead
-        (`written_ahead`: an outcome, fsynced with the next group commit)."""
+        """Spool one record (a refusal, or a forwarded request's outcome) and return once it is
+        durable; except in relaxed mode, and in write-ahead-lazy mode for the outcome of a
+        decision written ahead (`written_ahead`: fsynced with the next group commit)."""
         durability = self.durability
-        if durability == "strict" or (durability == "write-ahead" and not written_ahead):
+        if durability in ("write-ahead", "strict") or (
+            durability == "write-ahead-lazy" and not written_ahead
+        ):
             await self.submit(record)
-        elif durability == "write-ahead":
+        elif durability == "write-ahead-lazy":
             assert self._loop is not None, "start() first"
             self._spool.append(encode(record), lazy=True)
             if self._outcome_flush is None:

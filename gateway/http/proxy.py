@@ -404,9 +404,8 @@ class InferenceProxy:
         span: RequestTrace,
         started: float,
     ) -> None:
-        """Log the decision; return once its record is fsynced with strict durability, or
-        with write-ahead durability for a refusal (a forwarded request's decision is durable
-        already: its outcome is not waited for)."""
+        """Log the decision; return once its record is fsynced, unless durability is relaxed
+        (or write-ahead-lazy for a forwarded request: its decision is durable already)."""
         self._rt.metrics.count_request(
             served or "none", decision.facts.tenant_id or "none", outcome.value
         )

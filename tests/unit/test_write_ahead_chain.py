@@ -135,8 +135,21 @@ def started_writer(tmp_path: Path, durability: Durability) -> RoutingLogWriter:
     return writer
 
 
-async def test_write_ahead_is_durable_on_return_and_shares_fsyncs(tmp_path: Path) -> None:
+async def test_write_ahead_waits_for_the_decision_then_the_outcome(tmp_path: Path) -> None:
     writer = started_writer(tmp_path, "write-ahead")
+    try:
+        await writer.write_ahead(decision(1, status_code=0, attempts=[]))
+        assert writer.fsyncs == 1  # durable before the caller may forward
+        await writer.record(decision(1), written_ahead=True)
+        assert writer.fsyncs == 2  # and the outcome before the response may complete
+        await writer.record(decision(2, outcome="refused", status_code=451))
+        assert writer.fsyncs == 3  # a refusal (no decision written ahead) too
+    finally:
+        await writer.close()
+
+
+async def test_lazy_write_ahead_is_durable_on_return_and_shares_fsyncs(tmp_path: Path) -> None:
+    writer = started_writer(tmp_path, "write-ahead-lazy")
     try:
         await writer.write_ahead(decision(1, status_code=0, attempts=[]))
         assert writer.fsyncs == 1  # durable before the caller may forward
