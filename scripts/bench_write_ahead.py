@@ -24,7 +24,7 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench import procs
-from bench.harness import GATEWAY_CORE, Bench, smoke
+from bench.harness import GATEWAY_CORE, Bench, fdatasync_ms, smoke
 
 MODES = ("write-ahead", "write-ahead-lazy", "strict", "relaxed")
 
@@ -39,6 +39,7 @@ def fsyncs(port: int) -> float:
 
 
 async def run(bench: Bench, rounds: int, single: int) -> dict[str, dict[str, list[float]]]:
+    bench.log(f"fdatasync in the data dir's file system: {fdatasync_ms(bench.tmp)}")
     bench.start_upstream()
     for mode in MODES:
         bench.args.extra_env = {"GATEWAY_AUDIT_DURABILITY": mode}
