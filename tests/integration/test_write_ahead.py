@@ -15,9 +15,15 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from compliance.audit.verify import verify
+from compliance.audit_query.filters import parse_filter
+from compliance.audit_query.reader import AuditReader
 from compliance.store.access_store import AccessStore, Role
 from compliance.store.engine import create_store_engine
+from compliance.store.migrate import upgrade
+from compliance.store.routing_log_store import RoutingLogStore
 from regions.simulator.fleet import SimulatorFleet
+from tests.audit_chain_support import intent_entry, outcome_entry
 from tests.integration.conftest import (
     CHAT,
     DEMO_KEY,
@@ -30,7 +36,7 @@ from tests.integration.conftest import (
     set_faults,
     sim_requests,
 )
-from tests.integration.replicas_support import wait_for
+from tests.integration.replicas_support import pg_database_or_skip, wait_for
 from tests.integration.test_audit_durability import audit_cli
 from tests.integration.test_metrics import sample, scrape
 
@@ -232,3 +238,24 @@ def test_concurrent_decisions_share_fsyncs(
     # Every request made two records durable (its decision, then its outcome), each before
     # going on; with one fsync per record that would be 2 x requests fsyncs.
     assert 0 < fsyncs < requests, f"{fsyncs:.0f} fsyncs for {2 * requests} records"
+
+
+@pytest.mark.postgres
+def test_decisions_without_outcome_on_postgresql() -> None:
+    with pg_database_or_skip("rg_write_ahead") as url:
+        upgrade(url)
+        engine = create_store_engine(url)
+        try:
+            store = RoutingLogStore(engine)
+            store.append_encoded([intent_entry(1), intent_entry(2), outcome_entry(1)])
+            reader = AuditReader(engine)
+            unknown = reader.search(parse_filter(outcome="unknown"), limit=10).records
+            assert [r["decision_id"] for r in unknown] == ["dec-000002"]
+            report = verify(engine, {})
+            assert report.ok and report.summary() == "chain intact: 3 records", report.problems
+            assert (report.intents, report.without_outcome) == (2, 1)
+            store.append_encoded([outcome_entry(2)], skip_existing=True)
+            assert reader.search(parse_filter(outcome="unknown"), limit=10).records == []
+            assert verify(engine, {}).without_outcome == 0
+        finally:
+            engine.dispose()

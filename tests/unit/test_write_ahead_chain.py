@@ -8,7 +8,6 @@ import asyncio
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -16,7 +15,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from compliance.audit.canonical import Kind
 from compliance.audit.entries import iter_entries
-from compliance.audit.record_codec import Encoded, encode_record
 from compliance.audit.spool import Spool
 from compliance.audit.verify import verify
 from compliance.audit_query.filters import parse_filter
@@ -26,19 +24,9 @@ from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
 from compliance.store.migrate import upgrade
 from compliance.store.routing_log_store import RoutingLogStore
-from tests.audit_chain_support import T0, decision, keys_of
+from tests.audit_chain_support import T0, decision, intent_entry, keys_of, outcome_entry
 
 KEYS = keys_of(Ed25519PrivateKey.generate())
-
-
-def intent(n: int) -> Encoded:
-    """The write-ahead form of decision n (as gateway.http.records.intent_record makes it)."""
-    record = decision(n, status_code=0, served_region=None, attempts=[], outcome="routed")
-    return Encoded(encode_record(record, Kind.INTENT))
-
-
-def outcome(n: int, **overrides: Any) -> Encoded:
-    return Encoded(encode_record(decision(n, **overrides)))
 
 
 @pytest.fixture
@@ -53,9 +41,18 @@ def engine(tmp_path: Path) -> Iterator[sa.Engine]:
 def test_intents_go_before_their_outcomes_and_verify(engine: sa.Engine) -> None:
     store = RoutingLogStore(engine)
     # One batch as the spool hands it over: decisions and outcomes interleaved.
-    batch = [intent(1), intent(2), outcome(1), intent(3), outcome(2), outcome(9)]
+    batch = [
+        intent_entry(1),
+        intent_entry(2),
+        outcome_entry(1),
+        intent_entry(3),
+        outcome_entry(2),
+        outcome_entry(9),
+    ]
     assert store.append_encoded(batch, skip_existing=True) == 6
-    assert store.append_encoded([intent(3), outcome(3)], skip_existing=True) == 1  # replayed
+    assert (
+        store.append_encoded([intent_entry(3), outcome_entry(3)], skip_existing=True) == 1
+    )  # replayed
     with transaction(engine, write=False) as conn:
         entries = [(e.kind, e.fields["decision_id"]) for e in iter_entries(conn)]
     assert entries == [
@@ -73,7 +70,7 @@ def test_intents_go_before_their_outcomes_and_verify(engine: sa.Engine) -> None:
 
 
 def test_an_altered_intent_is_named(engine: sa.Engine) -> None:
-    RoutingLogStore(engine).append_encoded([intent(1), outcome(1), intent(2)])
+    RoutingLogStore(engine).append_encoded([intent_entry(1), outcome_entry(1), intent_entry(2)])
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE routing_intents SET chosen_region = 'us-virginia'"))
     first = verify(engine, KEYS).first_break
@@ -84,10 +81,10 @@ def test_an_altered_intent_is_named(engine: sa.Engine) -> None:
 def test_a_decision_without_outcome_is_listed_as_unknown_on_its_page(engine: sa.Engine) -> None:
     store = RoutingLogStore(engine)
     # 1..6 answered, 7 never (crash); 8 answered at the very instant 7 was decided.
-    store.append_encoded([intent(n) for n in range(1, 8)])
+    store.append_encoded([intent_entry(n) for n in range(1, 8)])
     same = T0 + timedelta(seconds=7)
-    store.append_encoded([outcome(n) for n in range(1, 7)])
-    store.append_encoded([outcome(8, decided_at=same)])
+    store.append_encoded([outcome_entry(n) for n in range(1, 7)])
+    store.append_encoded([outcome_entry(8, decided_at=same)])
     reader = AuditReader(engine)
     seen: list[tuple[str, str]] = []
     cursor = None
@@ -112,7 +109,7 @@ def test_a_decision_without_outcome_is_listed_as_unknown_on_its_page(engine: sa.
     assert report.outcomes == {"routed": 7, "unknown": 1} and report.without_outcome == 1
     assert verify(engine, KEYS).without_outcome == 1
 
-    store.append_encoded([outcome(7)])  # the outcome arrives after all (e.g. a late replay)
+    store.append_encoded([outcome_entry(7)])  # the outcome arrives after all (e.g. a late replay)
     assert reader.get("dec-000007")["outcome"] == "routed"  # type: ignore[index]
     assert reader.search(parse_filter(outcome="unknown"), limit=10).records == []
 
