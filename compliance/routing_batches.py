@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from compliance.audit import record_codec
+from compliance.audit.canonical import Kind
 from compliance.audit.record_bounds import (
     MAX_RECORD_BYTES,
     bound_strings,
@@ -55,22 +56,30 @@ def log_poison(record: Record, error: str) -> None:
     logger.error("routing record %s rejected by the store: %s", record.get("decision_id"), error)
 
 
-def _encode(record: Record) -> bytes:
-    try:
-        return record_codec.encode_record(record)
-    except (TypeError, ValueError):
-        return record_codec.legacy_payload(record)
+def _encoder(kind: Kind) -> Callable[[Record], bytes]:
+    def encode_one(record: Record) -> bytes:
+        try:
+            return record_codec.encode_record(record, kind)
+        except (TypeError, ValueError):
+            return record_codec.legacy_payload(record)
+
+    return encode_one
 
 
-def encode(record: Record) -> bytes:
-    """A record as spool bytes: canonical, ready to hash and store (record_codec); a record
-    that is not valid is spooled as plain JSON, for the store to reject with its reason.
-    Never over MAX_RECORD_BYTES: over-long fields are cut, marked (record_bounds)."""
+_ENCODERS = {kind: _encoder(kind) for kind in record_codec.MARKERS}
+
+
+def encode(record: Record, kind: Kind = Kind.DECISION) -> bytes:
+    """A record as spool bytes: canonical, ready to hash and store (record_codec) as a chain
+    entry of `kind` (a decision with its outcome, or a write-ahead intent); a record that is
+    not valid is spooled as plain JSON, for the store to reject with its reason. Never over
+    MAX_RECORD_BYTES: over-long fields are cut, marked (record_bounds)."""
     if needs_bounds(record):
         record = bound_strings(record)
-    payload = _encode(record)
+    encoder = _ENCODERS[kind]
+    payload = encoder(record)
     if len(payload) > MAX_RECORD_BYTES:
-        payload = within_size(record, _encode)[1]
+        payload = within_size(record, encoder)[1]
     return payload
 
 
@@ -79,7 +88,8 @@ def _bounded(payload: bytes) -> bytes:
     if len(payload) <= MAX_RECORD_BYTES:
         return payload
     try:
-        return encode(decode(payload))
+        kind = Kind.INTENT if payload[:1] == record_codec.INTENT else Kind.DECISION
+        return encode(decode(payload), kind)
     except (TypeError, ValueError):
         return payload  # the poison handler gets it as it is
 
@@ -133,8 +143,9 @@ class SpoolDrain:
             self.written += self._write(
                 sink.append_encoded, self._read(payloads, record_codec.parse)
             )
-        else:
-            self.written += self._write(sink.append_batch, self._read(payloads, decode))
+        else:  # a sink of plain records gets the outcomes only (no chain: no intents)
+            outcomes = [p for p in payloads if p[:1] != record_codec.INTENT]
+            self.written += self._write(sink.append_batch, self._read(outcomes, decode))
         spool.acknowledge(after, len(payloads))
         return len(payloads), after
 

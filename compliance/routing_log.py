@@ -1,11 +1,21 @@
 """Routing log writer: every record is fsynced to the local spool, then stored in batches.
 
-`strict` durability: `record()` returns once the record is fsynced (group commit: one fsync
-for every record that arrived meanwhile), so a response can be held back until its record is
-safe. `relaxed`: `record()` returns at once. Either way the database gets each record exactly
-once: a background task reads durable records back from the spool, stores them (skipping any
-the database already has, e.g. after a crash between store and acknowledgement) and
-acknowledges them; records are kept while the database is down and replayed after a restart.
+`write-ahead` durability: `write_ahead()` spools a request's decision (a chain entry of kind
+`intent`) and returns once it is fsynced, so nothing leaves for a region before the decision
+that sent it there is durable; `record(..., written_ahead=True)` then spools the outcome
+(decision and outcome, joined to the intent by decision_id: compliance.audit.intents) and
+returns once that is fsynced too, so a response never completes before its outcome is durable
+either (what `strict` promises). `write-ahead-lazy`: the same decision first, but the outcome is
+not waited for and asks for no flush of its own: it goes with the next group commit (another
+request's decision, usually) or OUTCOME_FLUSH_DELAY later, so a request costs one fsync, not
+two, and a crash before that leaves the decision without an outcome. A record not written ahead
+(a refusal) is waited for in every mode but `relaxed`. Every flush is a group commit: one fsync
+for every record that arrived meanwhile, from any request. `strict`: no intent; `record()`
+returns once the record is fsynced, so a response can be held back until its record is safe.
+`relaxed`: `record()` returns at once. Either way the database gets each record exactly once: a
+background task reads durable records back from the spool, stores them (skipping any the
+database already has, e.g. after a crash between store and acknowledgement) and acknowledges
+them; records are kept while the database is down and replayed after a restart.
 
 Cost per record is what limits a one-core gateway, so each record is encoded once, on the
 event loop, into canonical bytes (compliance.audit.record_codec) that go unchanged through the
@@ -27,6 +37,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal, Protocol
 
+from compliance.audit.canonical import Kind
 from compliance.audit.spool import Position, Spool, SpoolError
 from compliance.drain_watch import DrainWatch, StuckDrain
 from compliance.idle_priority import idle_executor
@@ -49,7 +60,13 @@ INLINE_FLUSH_MAX_RECORDS = 1
 """A loop turn that spooled more records than this is busy: its flush goes to the spool's
 writer thread, so the loop serves other requests while the disk syncs."""
 
-Durability = Literal["strict", "relaxed"]
+OUTCOME_FLUSH_DELAY = 0.005
+"""Seconds an outcome of a written-ahead decision waits for another flush to join before it is
+flushed on its own (the longest it is not yet durable, plus the fsync)."""
+
+Durability = Literal["write-ahead", "write-ahead-lazy", "strict", "relaxed"]
+WRITE_AHEAD: frozenset[str] = frozenset({"write-ahead", "write-ahead-lazy"})
+"""Modes in which `write_ahead()` makes a decision durable before it is forwarded."""
 
 
 class PeriodicJob(Protocol):
@@ -86,7 +103,7 @@ class RoutingLogWriter:
         sink: RoutingLogSink,
         spool: Spool,
         *,
-        durability: Durability = "strict",
+        durability: Durability = "write-ahead",
         batch_size: int = 512,
         retry_max: float = 5.0,
         linger: float = 0.05,
@@ -112,6 +129,7 @@ class RoutingLogWriter:
         self._task: asyncio.Task[None] | None = None
         self._adopter: asyncio.Task[None] | None = None
         self._position = Position(0, 0)
+        self._outcome_flush: asyncio.TimerHandle | None = None
         self._closing = False
         self.last_error: str | None = None
         self.watch = DrainWatch()
@@ -179,21 +197,54 @@ class RoutingLogWriter:
                 self.watch.forget(slot)
                 await asyncio.to_thread(orphan.close)
 
-    def submit(self, record: Record) -> asyncio.Future[None]:
-        """Spool one record; the future completes when it is fsynced (SpoolError if it fails)."""
+    @property
+    def fsyncs(self) -> int:
+        """Spool flushes (one pwrite and one fdatasync each) since this process started."""
+        return self._spool.flushes
+
+    def submit(self, record: Record, kind: Kind = Kind.DECISION) -> asyncio.Future[None]:
+        """Spool one record as a chain entry of `kind`; the future completes when it is
+        fsynced (SpoolError if it fails)."""
         assert self._loop is not None, "start() first"
-        number = self._spool.append(encode(record))
+        number = self._spool.append(encode(record, kind))
         future = self._loop.create_future()
         self._waiters.append((number, future))
         return future
 
-    async def record(self, record: Record) -> None:
-        """Spool one record; in strict mode, return once it is durable."""
-        if self.durability == "strict":
+    async def write_ahead(self, record: Record) -> None:
+        """In write-ahead mode, before a request is forwarded: spool its decision `record`
+        as a write-ahead entry (kind `intent`) and return once it is fsynced; SpoolError if
+        it cannot be (then the request must not be forwarded). Other modes: nothing."""
+        if self.durability in WRITE_AHEAD:
+            await self.submit(record, Kind.INTENT)
+
+    async def record(self, record: Record, *, written_ahead: bool = False) -> None:
+        """Spool one record (a refusal, or a forwarded request's outcome) and return once it is
+        durable; except in relaxed mode, and in write-ahead-lazy mode for the outcome of a
+        decision written ahead (`written_ahead`: fsynced with the next group commit)."""
+        durability = self.durability
+        if durability in ("write-ahead", "strict") or (
+            durability == "write-ahead-lazy" and not written_ahead
+        ):
             await self.submit(record)
+        elif durability == "write-ahead-lazy":
+            assert self._loop is not None, "start() first"
+            self._spool.append(encode(record), lazy=True)
+            if self._outcome_flush is None:
+                self._outcome_flush = self._loop.call_later(
+                    OUTCOME_FLUSH_DELAY, self._flush_outcomes
+                )
         else:
             assert self._loop is not None, "start() first"
             self._spool.append(encode(record))
+
+    def _flush_outcomes(self) -> None:
+        """Outcomes spooled lazily (see `record`) get a flush unless one took them already."""
+        self._outcome_flush = None
+        try:
+            self._spool.request_flush()
+        except SpoolError:
+            logger.exception("routing log: flushing outcomes failed")
 
     def _flush_this_turn(self) -> None:
         """A record was queued for an inline flush: fsync it, with every record queued during
@@ -324,6 +375,8 @@ class RoutingLogWriter:
 
     async def close(self, grace: float = 10.0) -> None:
         """Store what is spooled (up to `grace` seconds), then stop; the rest waits in the spool."""
+        if self._outcome_flush is not None:
+            self._outcome_flush.cancel()  # the flush below takes lazily spooled outcomes
         await asyncio.to_thread(self._spool.flush)
         self._closing = True
         self._wakeup.set()

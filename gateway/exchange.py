@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 from gateway.routing.decision import Decision, Outcome
-from gateway.routing.records import Attempt, routing_record
+from gateway.routing.records import Attempt, intent_record, routing_record
 
 if TYPE_CHECKING:
     from compliance.privacy import IpPseudonymiser
@@ -37,7 +37,11 @@ class ExchangeRecorder(Protocol):
 class RecordWriter(Protocol):
     """The routing log, as a recorder sees it."""
 
-    async def record(self, record: dict[str, Any]) -> None:
+    async def write_ahead(self, record: dict[str, Any]) -> None:
+        """Make a forwarding decision durable before the request leaves (write-ahead
+        durability; other modes: nothing). Raises if it cannot be (then nothing is forwarded)."""
+
+    async def record(self, record: dict[str, Any], *, written_ahead: bool = False) -> None:
         """Log one routing record (returns once it is as durable as the log promises)."""
 
 
@@ -51,6 +55,7 @@ class Exchange:
     __slots__ = (
         "_recorder",
         "attempts",
+        "began",
         "decision",
         "finished_at",
         "first_byte_at",
@@ -77,6 +82,8 @@ class Exchange:
         self.started = started
         self._recorder = recorder
         self.attempts: list[Attempt] = []
+        self.began = False
+        """True once the recorder took the decision before forwarding (`begin`)."""
         self.region: str | None = None
         """The region being tried (the last one tried once attempts are over)."""
         self.tried_at = 0.0
@@ -91,6 +98,7 @@ class Exchange:
     async def begin(self) -> None:
         """Call before the first upstream attempt: from here the decision is acted on."""
         await self._recorder.decided(self)
+        self.began = True
 
     def try_region(self, region_id: str) -> None:
         """A new attempt at `region_id` starts now."""
@@ -120,7 +128,11 @@ class Exchange:
         """The current attempt's answer is complete: log it (before its last byte goes out)."""
         region, status = self.region, self.status
         assert region is not None and status is not None
-        self.attempts.append(Attempt(region, "ok", status, self._attempt_ms()))
+        ttfb_ms = size = None
+        if self.first_byte_at is not None:
+            ttfb_ms = round((self.first_byte_at - self.tried_at) * 1000.0, 3)
+            size = self.response_bytes
+        self.attempts.append(Attempt(region, "ok", status, self._attempt_ms(), ttfb_ms, size))
         outcome = Outcome.ROUTED if status < 500 else Outcome.UPSTREAM_ERROR
         await self.finish(outcome, status, region)
 
@@ -172,7 +184,16 @@ class RoutingRecorder:
         self._pseudonymiser = pseudonymiser
 
     async def decided(self, exchange: Exchange) -> None:
-        """Nothing to do: the record is written once, when the exchange finishes."""
+        """Write the decision ahead (write-ahead durability: returns once it is fsynced)."""
+        decision = exchange.decision
+        await self._log.write_ahead(
+            intent_record(
+                decision,
+                latency_ms=(time.perf_counter() - exchange.started) * 1000.0,
+                trace_id=exchange.trace_id,
+                client_ip_hmac=self._pseudonymiser.pseudonymise(decision.facts.client_ip),
+            )
+        )
 
     async def finished(self, exchange: Exchange) -> None:
         """Count the request, then log its record (durable on return with strict durability)."""
@@ -185,4 +206,6 @@ class RoutingRecorder:
         )
         self._metrics.observe_decision(sum(decision.stage_ns) / 1e9)
         client_ip_hmac = self._pseudonymiser.pseudonymise(decision.facts.client_ip)
-        await self._log.record(exchange.routing_record(client_ip_hmac))
+        await self._log.record(
+            exchange.routing_record(client_ip_hmac), written_ahead=exchange.began
+        )

@@ -109,6 +109,7 @@ class GatewayRuntime:
                 database_up=lambda: self.database_ok,
                 routing_log_stuck=lambda: self.routing_log.stuck,
                 routing_log_drain_failures=lambda: self.routing_log.watch.failures_total,
+                routing_log_fsyncs=lambda: self.routing_log.fsyncs,
             ),
         )
         self.health_tracker = HealthTracker(fall=settings.health_fall, rise=settings.health_rise)

@@ -205,9 +205,13 @@ class Settings(BaseSettings):
         "(Linux SCHED_IDLE: it runs when request handling leaves the core free) while fewer "
         "than this many wait, at normal priority beyond; 0: always at normal priority",
     )
-    audit_durability: Literal["strict", "relaxed"] = Field(
-        "strict",
-        description="strict: a response completes only once its routing record is fsynced",
+    audit_durability: Literal["write-ahead", "write-ahead-lazy", "strict", "relaxed"] = Field(
+        "write-ahead",
+        description="write-ahead: a request leaves for a region only once its decision is "
+        "fsynced, and its response completes only once its outcome is too; write-ahead-lazy: "
+        "the decision likewise, the outcome fsynced with the next group commit (within 5 ms, "
+        "not waited for); strict: no decision before forwarding, a response completes only "
+        "once its record is fsynced; relaxed: nothing waits (records are spooled at once)",
     )
     audit_spool_dir: Path | None = Field(
         None, description="local spool of routing records; default: data_dir/audit-spool"

@@ -8,9 +8,11 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Engine
 
+from compliance.audit.canonical import Kind
 from compliance.audit.checkpoints import DEFAULT_CADENCE, Cadence, checkpoint_head
 from compliance.audit.config_log import record_change
 from compliance.audit.keys import key_id
+from compliance.audit.record_codec import Encoded, encode_record
 from compliance.store.base import transaction
 from compliance.store.routing_log_store import RoutingLogStore
 
@@ -100,3 +102,14 @@ def build_chain(
 def keys_of(*keys: Ed25519PrivateKey) -> dict[str, Any]:
     """A verify key map for these signing keys."""
     return {key_id(k.public_key()): k.public_key() for k in keys}
+
+
+def intent_entry(n: int) -> Encoded:
+    """Decision n written ahead (as gateway.http.records.intent_record makes it), encoded."""
+    record = decision(n, status_code=0, served_region=None, attempts=[])
+    return Encoded(encode_record(record, Kind.INTENT))
+
+
+def outcome_entry(n: int, **overrides: Any) -> Encoded:
+    """Decision n's routing record (its outcome), encoded."""
+    return Encoded(encode_record(decision(n, **overrides)))

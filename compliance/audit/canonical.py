@@ -35,6 +35,9 @@ class Kind(StrEnum):
 
     DECISION = "decision"
     CONFIG_CHANGE = "config_change"
+    INTENT = "intent"
+    """A write-ahead routing decision: made durable before its request left for a region;
+    the `decision` entry with the same decision_id holds its outcome (same fields)."""
 
 
 DECISION_FIELDS: tuple[str, ...] = (
@@ -70,14 +73,21 @@ CHANGE_FIELDS: tuple[str, ...] = (
     "after",
     "policy_version",
 )
+DECISION_JSON_FIELDS = frozenset({"attempts", "jurisdictions", "regimes", "reasons", "explanation"})
 FIELDS: dict[Kind, tuple[str, ...]] = {
     Kind.DECISION: DECISION_FIELDS,
     Kind.CONFIG_CHANGE: CHANGE_FIELDS,
+    Kind.INTENT: DECISION_FIELDS,
 }
-TIME_FIELD: dict[Kind, str] = {Kind.DECISION: "decided_at", Kind.CONFIG_CHANGE: "changed_at"}
+TIME_FIELD: dict[Kind, str] = {
+    Kind.DECISION: "decided_at",
+    Kind.CONFIG_CHANGE: "changed_at",
+    Kind.INTENT: "decided_at",
+}
 JSON_FIELDS: dict[Kind, frozenset[str]] = {
-    Kind.DECISION: frozenset({"attempts", "jurisdictions", "regimes", "reasons", "explanation"}),
+    Kind.DECISION: DECISION_JSON_FIELDS,
     Kind.CONFIG_CHANGE: frozenset({"before", "after"}),
+    Kind.INTENT: DECISION_JSON_FIELDS,
 }
 _INT_FIELDS = frozenset({"status_code", "policy_version"})
 _FLOAT_FIELDS = frozenset({"latency_ms"})

@@ -19,7 +19,7 @@ from compliance.audit.canonical import FIELDS, TIME_FIELD, Kind, RawLayout, entr
 from compliance.audit.ledger import TABLES
 
 PAGE = 20_000
-KINDS = (Kind.DECISION, Kind.CONFIG_CHANGE)
+KINDS = (Kind.DECISION, Kind.CONFIG_CHANGE, Kind.INTENT)
 PREFIX = 5  # chain_seq, prev_hash, record_hash, row seq, kind index
 LAYOUTS = tuple(RawLayout(kind, PREFIX) for kind in KINDS)
 """Raw SQLite row layouts, indexed by the kind index in column 4."""
@@ -68,10 +68,13 @@ class Entry:
         return digest_of(self, self.seq if seq is None else seq)
 
     def describe(self) -> str:
-        """`decision dec-123` or `config change 4 (region eu-frankfurt update by alice)`."""
+        """`decision dec-123`, `write-ahead decision dec-123` or
+        `config change 4 (region eu-frankfurt update by alice)`."""
         f = self.fields
         if self.kind is Kind.DECISION:
             return f"decision {f.get('decision_id')}"
+        if self.kind is Kind.INTENT:
+            return f"write-ahead decision {f.get('decision_id')}"
         return (
             f"config change {self.row_seq} ({f.get('object_type')} {f.get('object_id')} "
             f"{f.get('action')} by {f.get('actor')})"

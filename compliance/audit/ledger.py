@@ -29,9 +29,14 @@ from compliance.store.schema import (
     audit_chain_head,
     config_changes,
     routing_decisions,
+    routing_intents,
 )
 
-TABLES: dict[Kind, Table] = {Kind.DECISION: routing_decisions, Kind.CONFIG_CHANGE: config_changes}
+TABLES: dict[Kind, Table] = {
+    Kind.DECISION: routing_decisions,
+    Kind.CONFIG_CHANGE: config_changes,
+    Kind.INTENT: routing_intents,
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,9 +7,11 @@ which is also exactly what a SQLite JSON column stores. So the database writer p
 small scalar part, splices the hashed bytes together around the chain position, and binds the
 texts unchanged: no per-field re-serialisation in the writer thread.
 
-Layout: ``0x01 | scalars-json | 0x00 | attempts | 0x00 | explanation | 0x00 | jurisdictions |
+Layout: ``marker | scalars-json | 0x00 | attempts | 0x00 | explanation | 0x00 | jurisdictions |
 0x00 | reasons | 0x00 | regimes`` (JSON field texts in sorted name order; orjson never writes
-a raw 0x00 byte, it escapes control characters). A payload beginning with ``{`` is the older
+a raw 0x00 byte, it escapes control characters). The marker byte names the chain entry's
+kind: 0x01 a routing decision (with its outcome), 0x02 a write-ahead decision (kind `intent`,
+same fields: see compliance.audit.intents). A payload beginning with ``{`` is the older
 format, the record as plain JSON, still read back for spools written before this one.
 """
 
@@ -33,6 +35,9 @@ from compliance.audit.canonical import (
 )
 
 FAST = b"\x01"
+INTENT = b"\x02"
+MARKERS: dict[Kind, bytes] = {Kind.DECISION: FAST, Kind.INTENT: INTENT}
+_KIND_OF = {marker[0]: kind for kind, marker in MARKERS.items()}
 SEPARATOR = b"\x00"
 JSON_NAMES: tuple[str, ...] = tuple(sorted(JSON_FIELDS[Kind.DECISION]))
 SCALAR_NAMES: tuple[str, ...] = tuple(n for n in DECISION_FIELDS if n not in JSON_NAMES)
@@ -56,7 +61,7 @@ _SORTED = orjson.OPT_SORT_KEYS
 _REST = itemgetter(*REST_NAMES)
 _JSON_HEAD = b'{"json":{"attempts":'
 _E, _J, _R, _G = (b',"' + name.encode() + b'":' for name in JSON_NAMES[1:])
-_PREV = b'},"kind":"' + Kind.DECISION.value.encode() + b'","prev":"'
+_PREVS = {kind: b'},"kind":"' + kind.value.encode() + b'","prev":"' for kind in MARKERS}
 _RECORD = b'","record":'
 _SEQ = b',"seq":'
 
@@ -82,9 +87,10 @@ def _timestamp(value: datetime) -> str:
     return canonical_timestamp(value)
 
 
-def encode_record(record: Mapping[str, Any]) -> bytes:
-    """The canonical spool payload of a routing record (ValueError/TypeError if it is not a
-    valid record: unknown or missing keys, a naive `decided_at`, a non-numeric number, ...)."""
+def encode_record(record: Mapping[str, Any], kind: Kind = Kind.DECISION) -> bytes:
+    """The canonical spool payload of a routing record, as a chain entry of `kind` (decision
+    or intent); ValueError/TypeError if it is not a valid record: unknown or missing keys, a
+    naive `decided_at`, a non-numeric number, ..."""
     if not _ALLOWED.issuperset(record):
         raise ValueError(f"unknown columns {sorted(set(record) - _ALLOWED)}")
     if not REQUIRED.issubset(record):
@@ -100,7 +106,7 @@ def encode_record(record: Mapping[str, Any]) -> bytes:
         scalars["policy_version"] = int(scalars["policy_version"])
     if scalars["latency_ms"] is not None:  # to the ns, as canonical.normalise_fields
         scalars["latency_ms"] = round(float(scalars["latency_ms"]), 6)
-    parts = [FAST + orjson.dumps(scalars, option=_SORTED)]
+    parts = [MARKERS[kind] + orjson.dumps(scalars, option=_SORTED)]
     for name in JSON_NAMES:
         value = get(name)
         if value is None:
@@ -127,9 +133,13 @@ def _sha256_hex(data: bytes) -> str:
 class Encoded:
     """A parsed fast payload: what the database writer binds and hashes."""
 
-    __slots__ = ("decided_at", "decision_id", "payload", "record_json", "texts", "values")
+    __slots__ = ("decided_at", "decision_id", "kind", "payload", "record_json", "texts", "values")
 
     def __init__(self, payload: bytes) -> None:
+        kind = _KIND_OF.get(payload[0]) if payload else None
+        if kind is None:
+            raise ValueError("routing record payload: unknown marker")
+        self.kind = kind
         parts = payload[1:].split(SEPARATOR)
         if len(parts) != len(JSON_NAMES) + 1:
             raise ValueError(f"routing record payload: {len(parts)} parts")
@@ -156,7 +166,7 @@ class Encoded:
                 reasons,
                 _G,
                 regimes,
-                _PREV,
+                _PREVS[self.kind],
                 prev_hash.encode("ascii"),
                 _RECORD,
                 self.record_json,
@@ -177,7 +187,7 @@ class Encoded:
 def parse(payload: bytes) -> Encoded:
     """A spool payload (either format) ready to store; ValueError if it is not a valid record."""
     try:
-        if payload[:1] != FAST:
+        if payload[:1] not in (FAST, INTENT):
             payload = encode_record(decode(payload))
         return Encoded(payload)
     except (KeyError, TypeError, ValueError) as exc:
@@ -188,7 +198,7 @@ def decode(payload: bytes) -> dict[str, Any]:
     """The record a payload holds (either format; fast ones normalised), for generic sinks and
     error reports. ValueError if it cannot be read."""
     try:
-        if payload[:1] != FAST:
+        if payload[:1] not in (FAST, INTENT):
             record: dict[str, Any] = orjson.loads(payload)
             if isinstance(record.get("decided_at"), str):
                 record["decided_at"] = datetime.fromisoformat(record["decided_at"])

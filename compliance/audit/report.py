@@ -40,6 +40,8 @@ class VerifyReport:
     receipt: str | None = None  # present | pruned | missing | invalid (with --since-checkpoint)
     decisions: int = 0  # stored entries of each kind (they add up to `records` when intact)
     config_changes: int = 0
+    intents: int = 0  # write-ahead decisions (kind `intent`)
+    without_outcome: int = 0  # write-ahead decisions no outcome record joins (a crash between)
 
     @property
     def ok(self) -> bool:
@@ -54,9 +56,15 @@ class VerifyReport:
         return min(self.problems, key=lambda b: (b.seq is None, b.seq or 0))
 
     def breakdown(self) -> str:
-        """`33 decisions, 5 configuration changes; 4 signed checkpoints`."""
+        """`33 decisions, 5 configuration changes; 4 signed checkpoints`, with write-ahead
+        decisions: `33 decisions, 30 write-ahead (1 without an outcome recorded), ...`."""
+        ahead = ""
+        if self.intents:
+            ahead = f", {self.intents} write-ahead"
+            if self.without_outcome:
+                ahead += f" ({self.without_outcome} without an outcome recorded)"
         return (
-            f"{self.decisions} decisions, {self.config_changes} configuration changes; "
+            f"{self.decisions} decisions{ahead}, {self.config_changes} configuration changes; "
             f"{self.checkpoints} signed checkpoints"
         )
 
@@ -79,6 +87,8 @@ class VerifyReport:
             "head_seq": self.head_seq,
             "decisions": self.decisions,
             "config_changes": self.config_changes,
+            "write_ahead_decisions": self.intents,
+            "without_outcome": self.without_outcome,
             "breakdown": self.breakdown(),
             "checkpoints": self.checkpoints,
             "bridged_by_checkpoint_at": self.bridged_by,

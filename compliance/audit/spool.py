@@ -39,6 +39,7 @@ from compliance.audit.spool_files import (
     slots,
     write_ack,
 )
+from compliance.audit.spool_recovery import recover_segments
 
 __all__ = ["Position", "Spool", "SpoolBusy", "SpoolDamaged", "SpoolError"]
 
@@ -81,6 +82,8 @@ class Spool:
         self._flushed = threading.Condition(self._lock)
         self._write_lock = threading.Lock()  # one flush at a time, in queue order
         self._queue: list[bytes] = []
+        self._flush_due = False  # a flush of the queue was asked for (see `append`)
+        self._queued_eager = 0  # queued records that asked for a flush
         self._appended = 0
         self._durable_count = 0
         self._acked_records = 0
@@ -98,6 +101,7 @@ class Spool:
         self._on_queued: QueuedCallback | None = None
         self._inline = False  # flushes run in the owner's thread (see the module docstring)
         self.flush_seconds = 0.0  # moving average of a flush's pwrite + fdatasync
+        self.flushes = 0  # pwrite + fdatasync pairs (one per group commit)
 
     # -- opening and recovery ------------------------------------------------------------------
 
@@ -131,12 +135,12 @@ class Spool:
     def _recover(self, directory: Path) -> None:
         """Read the acknowledged position and what is left after it; open a new segment."""
         self._ack = read_ack(directory)
-        numbers = sorted(int(p.stem) for p in directory.glob(f"*{SUFFIX}") if p.stem.isdigit())
-        for number in numbers:
-            self._recover_segment(number)
-        next_number = max([*numbers, self._ack.segment, 0]) + 1
-        self._active = Segment(self._segment_path(next_number), next_number, self.segment_bytes)
-        self._durable = Position(next_number, 0)
+        found = recover_segments(self.root, directory, self._ack, SUFFIX)
+        self._sealed, self._recovered = found.sealed, found.records
+        self._active = Segment(
+            self._segment_path(found.next_number), found.next_number, self.segment_bytes
+        )
+        self._durable = Position(found.next_number, 0)
 
     def other_slots(self) -> list[Path]:
         """Slot directories under the root other than this spool's (live or abandoned)."""
@@ -146,34 +150,6 @@ class Spool:
         assert self.directory is not None
         return self.directory / f"{number:012d}{SUFFIX}"
 
-    def _recover_segment(self, number: int) -> None:
-        path = self._segment_path(number)
-        if number < self._ack.segment:
-            path.unlink()
-            return
-        start = self._ack.offset if number == self._ack.segment else 0
-        with path.open("rb") as handle:
-            handle.seek(start)
-            data = handle.read()
-        payloads, used, torn = parse_frames(data, len(data))
-        if torn:
-            assert self.directory is not None
-            kept = keep_damaged(
-                self.root, self.directory, Position(number, start + used), data[used:].rstrip(b"\0")
-            )
-            logger.error(
-                "audit spool %s: torn record at offset %d ignored (written, never "
-                "acknowledged); its bytes are kept in %s",
-                path,
-                start + used,
-                kept,
-            )
-        if not payloads:
-            path.unlink()  # nothing left to replay in it
-            return
-        self._sealed[number] = start + used
-        self._recovered += len(payloads)
-
     # -- writing -------------------------------------------------------------------------------
 
     @property
@@ -181,9 +157,10 @@ class Spool:
         """True while flushes run in the owner's thread (`write_queued`)."""
         return self._inline
 
-    def append(self, payload: bytes) -> int:
+    def append(self, payload: bytes, *, lazy: bool = False) -> int:
         """Queue one record; returns its number (durable once a flush reports >= it). A record
-        over MAX_PAYLOAD_BYTES is refused (SpoolError): it is never written."""
+        over MAX_PAYLOAD_BYTES is refused (SpoolError): it is never written. A `lazy` record
+        asks for no flush: it goes with the next one (see `request_flush`)."""
         if len(payload) > MAX_PAYLOAD_BYTES:
             raise SpoolError(
                 f"audit spool record of {len(payload)} bytes refused (limit {MAX_PAYLOAD_BYTES})"
@@ -197,13 +174,30 @@ class Spool:
             self._queue.append(data)
             self._appended += 1
             number = self._appended
-            first = len(self._queue) == 1  # else a flush is due already and will take it
+            if lazy:
+                return number
+            self._queued_eager += 1
+            first = not self._flush_due  # else a flush is due already and will take it
+            self._flush_due = True
             inline = self._inline
             if first and not inline:
                 self._wakeup.notify()
         if first and inline and self._on_queued is not None:
             self._on_queued()
         return number
+
+    def request_flush(self) -> None:
+        """Ask for a flush of what is queued (lazy records), like a non-lazy `append`; call it
+        from the owner's thread (inline flushes go through `on_queued`)."""
+        with self._lock:
+            if not self._queue or self._flush_due:
+                return
+            self._flush_due = True
+            inline = self._inline
+            if not inline:
+                self._wakeup.notify()
+        if inline and self._on_queued is not None:
+            self._on_queued()
 
     def write_queued(self, inline_max: int | None = None) -> int | None:
         """Flush the queued records in the calling thread and return how many records are
@@ -212,7 +206,7 @@ class Spool:
         reports). Raises SpoolError if the write fails (the spool then accepts no more)."""
         if inline_max is not None:
             with self._lock:
-                if len(self._queue) > inline_max:
+                if self._queued_eager > inline_max:
                     self._wakeup.notify()
                     return None
         count, error = self._flush_queue()
@@ -223,7 +217,7 @@ class Spool:
     def _run(self) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._closing:
+                while not (self._queue and self._flush_due) and not self._closing:
                     self._wakeup.wait()
                 if not self._queue:
                     return
@@ -240,6 +234,7 @@ class Spool:
                 if self._failure is not None:
                     return self._durable_count, self._failure
                 frames, self._queue = self._queue, []
+                self._flush_due, self._queued_eager = False, 0
                 count = self._appended
             if not frames:
                 return self._durable_count, None
@@ -264,6 +259,7 @@ class Spool:
         started = time.perf_counter()
         os.pwrite(segment.fd, data, segment.end)
         os.fdatasync(segment.fd)
+        self.flushes += 1
         self._note_flush_time(time.perf_counter() - started)
         segment.end += len(data)
         with self._lock:
@@ -299,6 +295,9 @@ class Spool:
     def flush(self) -> None:
         """Block until every record appended so far is durable (or writing failed)."""
         with self._lock:
+            if self._queue and not self._flush_due:  # lazy records only: the thread takes them
+                self._flush_due = True
+                self._wakeup.notify()
             while (
                 self._durable_count < self._appended
                 and self._failure is None

@@ -26,6 +26,7 @@ from compliance.audit.entries import (
     sqlite_can_hash,
     unchained,
 )
+from compliance.audit.intents import unanswered
 from compliance.audit.ledger import TABLES, ChainHead, read_head
 from compliance.audit.report import Break, VerifyReport
 from compliance.audit.verify_parallel import precheck
@@ -386,6 +387,8 @@ def verify(
         walk.signed(first, last, cadence, receipt, keys)
         decisions = _count(conn, Kind.DECISION, first, last)
         changes = _count(conn, Kind.CONFIG_CHANGE, first, last)
+        intents = _count(conn, Kind.INTENT, first, last)
+        without_outcome = unanswered(conn, first, last) if intents else 0
     return VerifyReport(
         records=walk.records,
         first_seq=first,
@@ -400,4 +403,6 @@ def verify(
         receipt=walk.receipt,
         decisions=decisions,
         config_changes=changes,
+        intents=intents,
+        without_outcome=without_outcome,
     )

@@ -28,6 +28,9 @@ class Position:
 
     decided_at: datetime
     seq: int
+    rank: int = 1
+    """1: a routing record; 0: a write-ahead decision without an outcome (ranked after the
+    records of the same instant, compliance.audit_query.open_intents)."""
 
 
 def encode_cursor(position: Position, scope: str = DECISIONS) -> str:
@@ -39,6 +42,8 @@ def encode_cursor(position: Position, scope: str = DECISIONS) -> str:
     }
     if scope != DECISIONS:  # decision cursors stay as they were (no list name)
         data["k"] = scope
+    if position.rank != 1:
+        data["r"] = position.rank
     payload = orjson.dumps(data)
     return base64.urlsafe_b64encode(payload).rstrip(b"=").decode("ascii")
 
@@ -57,6 +62,9 @@ def decode_cursor(token: str, scope: str = DECISIONS) -> Position:
         seq = data["s"]
         if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0:
             raise ValueError("bad sequence number")
+        rank = data.get("r", 1)
+        if rank not in (0, 1) or isinstance(rank, bool):
+            raise ValueError("bad rank")
         decided_at = datetime.fromisoformat(str(data["t"]))
         if decided_at.tzinfo is None:
             raise ValueError("naive time")
@@ -64,4 +72,4 @@ def decode_cursor(token: str, scope: str = DECISIONS) -> Position:
         raise FilterError(
             "cursor", "not a cursor returned by this server (use next_cursor as given)"
         ) from None
-    return Position(decided_at.astimezone(UTC), seq)
+    return Position(decided_at.astimezone(UTC), seq, rank)

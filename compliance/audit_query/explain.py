@@ -36,6 +36,7 @@ _OUTCOMES: Mapping[str, str] = {
     "unavailable": "Not served: every allowed region was unavailable",
     "model_not_found": "Not served: no region serves the model",
     "upstream_error": "Failed: every allowed region tried returned an error",
+    "unknown": "No outcome recorded",
 }
 _RULE_PREFIX = re.compile(r"^(?P<rule>[A-Za-z0-9_.-]+): (?P<text>.*)$")
 _ATTESTATION = re.compile(r"attestation (?P<ids>[a-z0-9_]+(?: or [a-z0-9_]+)*)")
@@ -126,6 +127,8 @@ def _outcome_phrase(record: Mapping[str, Any]) -> str:
     status = record.get("status_code")
     chosen, served = record.get("chosen_region"), record.get("served_region")
     head = _OUTCOMES.get(outcome, outcome or "unknown outcome")
+    if record.get("outcome_recorded") is False:
+        return f"{head}: decided for {chosen}, made durable before forwarding"
     if outcome == "routed":
         if served and chosen and served != chosen:
             return f"Routed to {served} after {chosen} failed (HTTP {status})"
@@ -155,6 +158,8 @@ def _attempt_line(attempts: Sequence[Any]) -> str | None:
         attempt = _dict(attempt)
         status = f", HTTP {attempt['status']}" if attempt.get("status") is not None else ""
         ms = f", {float(attempt['ms']):.1f} ms" if attempt.get("ms") else ""
+        if attempt.get("bytes") is not None:
+            ms += f", first byte {attempt.get('ttfb_ms')} ms, {attempt['bytes']} bytes"
         parts.append(f"{attempt.get('region')} ({attempt.get('result')}{status}{ms})")
     return f"Tried in order: {', '.join(parts)}." if parts else None
 
@@ -189,6 +194,13 @@ def plain_words(record: Mapping[str, Any]) -> PlainWords:
     if attempts:
         lines.append(attempts)
     lines.extend(f"Reason: {r}" for r in _list(record.get("reasons")))
+    if record.get("write_ahead_seq") is not None:
+        lines.append(
+            f"Write-ahead: the decision was durable (chain entry #{record['write_ahead_seq']}) "
+            "before the request left for a region."
+        )
+    if record.get("outcome_recorded") is False:
+        lines.append(f"Outcome: {record.get('outcome_note')}.")
     lines.append(f"Trace id: {record.get('trace_id') or 'none recorded'}.")
     return PlainWords(summary, tuple(lines))
 

@@ -14,8 +14,10 @@ OUTCOMES: tuple[str, ...] = (
     "unavailable",
     "model_not_found",
     "upstream_error",
+    "unknown",
 )
-"""Values of `routing_decisions.outcome` (the routing core's Outcome enum)."""
+"""Values of `routing_decisions.outcome` (the routing core's Outcome enum), and `unknown`: a
+write-ahead decision without an outcome record (compliance.audit_query.open_intents)."""
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000

@@ -37,6 +37,8 @@ from sqlalchemy import (
     select,
 )
 
+from compliance.audit.intents import UNKNOWN_OUTCOME
+from compliance.audit_query import open_intents
 from compliance.audit_query.filters import DecisionFilter
 from compliance.audit_query.reevaluate import (
     Group,
@@ -49,6 +51,7 @@ from compliance.audit_query.reevaluate import (
 from compliance.audit_query.search import conditions
 from compliance.store.policy_history import load_history
 from compliance.store.schema import routing_decisions as t
+from compliance.store.schema import routing_intents
 
 UNKNOWN = "unknown"
 SAMPLE_LIMIT = 5
@@ -61,6 +64,11 @@ DEFINITIONS: Mapping[str, str] = {
     ),
     "processing_region": (
         "the region that served the request; records no region served count as not processed"
+    ),
+    "without_outcome": (
+        "write-ahead decisions with no outcome recorded (the gateway stopped between forwarding "
+        "and answering, or the request is still in flight): each may have reached its chosen "
+        "region; counted in outcomes as 'unknown', not in the matrix nor re-evaluated"
     ),
     "reevaluation": (
         "each record's chosen, served and attempted regions re-checked against the policy "
@@ -86,6 +94,7 @@ class Report:
     not_processed: dict[str, int]
     refusals: list[tuple[str, int]]
     reevaluation: Reevaluation
+    without_outcome: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form (what the API and `gateway audit report --json` return)."""
@@ -98,6 +107,7 @@ class Report:
             "definitions": dict(DEFINITIONS),
             "total": self.total,
             "outcomes": dict(sorted(self.outcomes.items())),
+            "without_outcome": self.without_outcome,
             "matrix": {
                 "jurisdictions": jurisdictions,
                 "regions": regions,
@@ -279,6 +289,11 @@ def build_report(conn: Connection, spec: DecisionFilter) -> Report:
                 origin[id(group)] = (where, row)
                 groups.append(group)
         groups.extend(_failover_groups(conn, where, bucket))
+    unknown = 0
+    if open_intents.wanted(spec):
+        unknown = open_intents.count_open(conn, conditions(spec, routing_intents))
+        if unknown:
+            outcomes[UNKNOWN_OUTCOME] += unknown
     result = reevaluate(groups, history, boundaries)
     result.violations = [
         v if v.samples else replace(v, samples=_samples(conn, *origin[id(v.group)]))
@@ -292,4 +307,5 @@ def build_report(conn: Connection, spec: DecisionFilter) -> Report:
         not_processed=dict(not_processed),
         refusals=_refusals(conn, spec).most_common(),
         reevaluation=result,
+        without_outcome=unknown,
     )

@@ -7,9 +7,10 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from compliance.audit.canonical import DECISION_FIELDS
+from compliance.audit.canonical import DECISION_FIELDS, Kind
 from compliance.audit.decision_append import append_decisions
-from compliance.audit.ledger import placeholder
+from compliance.audit.intents import mark_answered
+from compliance.audit.ledger import TABLES, placeholder
 from compliance.audit.record_codec import Encoded, encode_record
 from compliance.store.base import EngineStore
 from compliance.store.errors import StoreError, StoreUnavailable
@@ -26,16 +27,18 @@ COLUMNS: tuple[str, ...] = tuple(
 assert set(COLUMNS) == set(DECISION_FIELDS), "record_codec must encode every column"
 
 
-def _logged(conn: Connection, decision_ids: list[str]) -> set[str]:
-    """Those of `decision_ids` already in the log (plain SQL: this runs for every batch)."""
+def _logged(conn: Connection, decision_ids: list[str], kind: Kind) -> set[str]:
+    """Those of `decision_ids` already in `kind`'s table (plain SQL: runs for every batch)."""
     marks = ", ".join([placeholder(conn)] * len(decision_ids))
-    query = f"SELECT decision_id FROM {routing_decisions.name} WHERE decision_id IN ({marks})"
+    query = f"SELECT decision_id FROM {TABLES[kind].name} WHERE decision_id IN ({marks})"
     return {row[0] for row in conn.exec_driver_sql(query, tuple(decision_ids))}
 
 
-def _fresh(conn: Connection, items: Sequence[Encoded]) -> list[Encoded]:
-    """Items whose decision_id is neither logged yet nor repeated earlier in `items`."""
-    logged = _logged(conn, [i.decision_id for i in items])
+def _fresh(conn: Connection, items: Sequence[Encoded], kind: Kind) -> list[Encoded]:
+    """Items (all of `kind`) whose decision_id is neither logged yet nor repeated earlier."""
+    if not items:
+        return []
+    logged = _logged(conn, [i.decision_id for i in items], kind)
     fresh = []
     for item in items:
         if item.decision_id not in logged:
@@ -52,7 +55,12 @@ def _encoded(index: int, record: Mapping[str, Any]) -> Encoded:
 
 
 class RoutingLogStore(EngineStore):
-    """Append-only access to `routing_decisions`; StoreUnavailable if the database is down."""
+    """Append-only access to `routing_decisions` (and the write-ahead `routing_intents`);
+    StoreUnavailable if the database is down."""
+
+    _stores_intents = False
+    """Set once this store appended a write-ahead intent: from then on outcomes mark theirs
+    answered (a store that never sees one skips that UPDATE)."""
 
     def append_batch(
         self, records: Sequence[Mapping[str, Any]], *, skip_existing: bool = False
@@ -71,11 +79,25 @@ class RoutingLogStore(EngineStore):
 
     def append_encoded(self, items: Sequence[Encoded], *, skip_existing: bool = False) -> int:
         """`append_batch` for records already encoded by `record_codec` (and so checked):
-        the routing log writer's path, with no re-serialisation."""
+        the routing log writer's path, with no re-serialisation.
+
+        Write-ahead decisions (kind `intent`) among them go first, so each precedes its
+        outcome in the chain, and the outcomes mark their intents answered
+        (compliance.audit.intents)."""
         if not items:
             return 0
+        intents = [i for i in items if i.kind is Kind.INTENT]
+        outcomes = [i for i in items if i.kind is Kind.DECISION] if intents else items
+        if intents:
+            self._stores_intents = True
         with self.transaction(write=True) as conn:
-            return append_decisions(conn, _fresh(conn, items) if skip_existing else items)
+            if skip_existing:
+                intents = _fresh(conn, intents, Kind.INTENT)
+                outcomes = _fresh(conn, outcomes, Kind.DECISION)
+            written = append_decisions(conn, [*intents, *outcomes])
+            if outcomes and self._stores_intents:
+                mark_answered(conn, [i.decision_id for i in outcomes])
+            return written
 
     def count(self) -> int:
         """Number of logged decisions."""

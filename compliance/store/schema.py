@@ -157,40 +157,62 @@ tenant_api_keys = Table(
     Column("label", String(255), nullable=False),
 )
 
-routing_decisions = Table(
-    "routing_decisions",
-    metadata,
-    Column(
-        "seq",
-        BigInteger().with_variant(Integer, "sqlite"),
-        primary_key=True,
-        autoincrement=True,
-    ),
-    Column("decision_id", String(40), nullable=False, unique=True),
-    Column("decided_at", UTCDateTime, nullable=False),
-    Column("tenant_id", String(128)),
-    Column("client_ip_hmac", String(64)),
-    Column("client_country", String(16)),
-    Column("subject_country", String(16)),
-    Column("data_class", String(32)),
-    Column("model", String(255)),
-    Column("outcome", String(32), nullable=False),
-    Column("status_code", Integer, nullable=False),
-    Column("chosen_region", String(64)),
-    Column("served_region", String(64)),
-    Column("policy_version", Integer),
-    Column("trace_id", String(32)),
-    Column("latency_ms", Float),
-    Column("attempts", JSON, nullable=False),
-    Column("jurisdictions", JSON, nullable=False),
-    Column("regimes", JSON, nullable=False),
-    Column("reasons", JSON, nullable=False),
-    Column("explanation", JSON, nullable=False),
-    Column("prev_hash", String(64)),
-    Column("record_hash", String(64)),
-    Column("chain_seq", BigInteger, index=True, unique=True),
-)
+
+def _routing_table(name: str, *extra: Column[object]) -> Table:
+    """A table of routing records, each an audit-chain entry (decisions and write-ahead
+    intents share these columns: compliance.audit.canonical hashes both alike)."""
+    return Table(
+        name,
+        metadata,
+        Column(
+            "seq",
+            BigInteger().with_variant(Integer, "sqlite"),
+            primary_key=True,
+            autoincrement=True,
+        ),
+        Column("decision_id", String(40), nullable=False, unique=True),
+        Column("decided_at", UTCDateTime, nullable=False),
+        Column("tenant_id", String(128)),
+        Column("client_ip_hmac", String(64)),
+        Column("client_country", String(16)),
+        Column("subject_country", String(16)),
+        Column("data_class", String(32)),
+        Column("model", String(255)),
+        Column("outcome", String(32), nullable=False),
+        Column("status_code", Integer, nullable=False),
+        Column("chosen_region", String(64)),
+        Column("served_region", String(64)),
+        Column("policy_version", Integer),
+        Column("trace_id", String(32)),
+        Column("latency_ms", Float),
+        Column("attempts", JSON, nullable=False),
+        Column("jurisdictions", JSON, nullable=False),
+        Column("regimes", JSON, nullable=False),
+        Column("reasons", JSON, nullable=False),
+        Column("explanation", JSON, nullable=False),
+        Column("prev_hash", String(64)),
+        Column("record_hash", String(64)),
+        Column("chain_seq", BigInteger, index=True, unique=True),
+        *extra,
+    )
+
+
+routing_decisions = _routing_table("routing_decisions")
 """The routing audit log; each row is an entry of the audit chain (see compliance.audit)."""
+
+routing_intents = _routing_table("routing_intents", Column("outcome_logged", Boolean))
+"""Write-ahead routing decisions (audit-chain entries of kind `intent`), each durable before
+its request left for a region; its outcome is the `routing_decisions` row with the same
+decision_id. `outcome_logged` (not hashed, set when that row is stored) only indexes the
+intents still without an outcome: evidence is the join, which `verify` recomputes (migration
+0007)."""
+Index(
+    "ix_routing_intents_open",
+    routing_intents.c.decided_at,
+    routing_intents.c.seq,
+    sqlite_where=routing_intents.c.outcome_logged.is_(None),
+    postgresql_where=routing_intents.c.outcome_logged.is_(None),
+)
 
 access_tokens = Table(
     "access_tokens",

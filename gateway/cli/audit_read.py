@@ -28,7 +28,11 @@ _FILTERS = (
     ("jurisdiction", "subject jurisdiction: declared subject country, else client country"),
     ("data-class", "public, personal, special, health, payment, ..."),
     ("region", "chosen or served region id"),
-    ("outcome", "routed, refused, unavailable, model_not_found, upstream_error"),
+    (
+        "outcome",
+        "routed, refused, unavailable, model_not_found, upstream_error, or unknown "
+        "(write-ahead decisions without an outcome recorded)",
+    ),
 )
 _COLUMNS = (
     ("decided_at", "DECIDED_AT (UTC)", 26),
@@ -122,6 +126,13 @@ def _report_text(report: dict[str, Any]) -> list[str]:
         f"Report {period['since'] or 'beginning'} .. {period['until'] or 'now'}: "
         f"{report['total']} decisions",
         "Outcomes: " + (", ".join(f"{k} {v}" for k, v in report["outcomes"].items()) or "none"),
+    ]
+    if report.get("without_outcome"):
+        lines.append(
+            f"Without an outcome recorded (write-ahead decisions; may have reached their "
+            f"chosen region): {report['without_outcome']}; list them with --outcome unknown"
+        )
+    lines += [
         "Subject jurisdiction x processing region:",
     ]
     matrix = report["matrix"]

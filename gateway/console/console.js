@@ -79,9 +79,12 @@ function row(record) {
   tr.appendChild(el("td", record.jurisdiction || "unknown"));
   tr.appendChild(el("td", record.client_country || "–"));
   tr.appendChild(el("td", record.data_class || "–"));
-  tr.appendChild(el("td", record.outcome, `outcome ${record.outcome}`));
+  const outcome = record.outcome_recorded === false ? "unknown: no outcome recorded" : record.outcome;
+  const outcomeCell = el("td", outcome, `outcome ${record.outcome}`);
+  if (record.outcome_note) outcomeCell.title = record.outcome_note;
+  tr.appendChild(outcomeCell);
   tr.appendChild(el("td", record.served_region || record.chosen_region || "–"));
-  tr.appendChild(el("td", record.status_code));
+  tr.appendChild(el("td", record.status_code ?? "–"));
   return tr;
 }
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from compliance.audit.spool import SpoolError
 from gateway.errors import ApiError
 from gateway.exchange import Exchange, ExchangeRecorder
 from gateway.http.asgi import RawHeaders, Receive, Scope, Send, header, openai_error, send_json
@@ -205,7 +206,20 @@ class InferenceProxy:
             if k in _FORWARDED_HEADERS
         ]
         forwarded.append(("x-residency-decision", decision.id))
-        await exchange.begin()
+        try:
+            await exchange.begin()
+        except SpoolError as exc:  # fail closed: a decision that is not durable never leaves
+            logger.error("decision %s not forwarded: %s", decision.id, exc)
+            span.set_attribute("http.response.status_code", 503)
+            span.set_status(Status(StatusCode.ERROR, "routing_log_unavailable"))
+            refusal = openai_error(
+                "the routing log cannot record this decision, so the request was not forwarded",
+                "server_error",
+                "routing_log_unavailable",
+                decision_id=decision.id,
+            )
+            await send_json(send, 503, refusal, headers)
+            return
         request = _Forwarding(send, exchange, body, forwarded, headers, span)
         request.watch = ClientWatch(receive)  # a client that leaves cancels the exchange: 499
         try:

@@ -16,10 +16,18 @@ class Attempt:
     result: str
     status: int | None = None
     ms: float = 0.0
+    ttfb_ms: float | None = None
+    """Time to the first body byte (the attempt that answered)."""
+    bytes: int | None = None
+    """Body bytes relayed to the client (the attempt that answered)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (dataclasses.asdict is several times slower on this hot path)."""
-        return {"region": self.region, "result": self.result, "status": self.status, "ms": self.ms}
+        out = {"region": self.region, "result": self.result, "status": self.status, "ms": self.ms}
+        if self.bytes is not None:
+            out["ttfb_ms"] = self.ttfb_ms
+            out["bytes"] = self.bytes
+        return out
 
 
 def routing_record(
@@ -58,3 +66,21 @@ def routing_record(
         "reasons": list(decision.reasons),
         "explanation": explanation,
     }
+
+
+def intent_record(
+    decision: Decision, *, latency_ms: float, trace_id: str | None, client_ip_hmac: str | None
+) -> dict[str, Any]:
+    """The write-ahead form of a forwarding decision, made durable before the request leaves
+    (compliance.audit.intents): the decision with no response yet (status 0, no region served,
+    no attempts); the routing record written at the end is its outcome."""
+    return routing_record(
+        decision,
+        outcome=decision.outcome,
+        status_code=0,
+        served_region=None,
+        attempts=[],
+        latency_ms=latency_ms,
+        trace_id=trace_id,
+        client_ip_hmac=client_ip_hmac,
+    )

@@ -23,8 +23,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from compliance.audit.canonical import GENESIS_HASH, Kind, entry_hash
+from compliance.audit.canonical import GENESIS_HASH, entry_hash
 from compliance.audit.entries import iter_entries
+from compliance.audit.ledger import TABLES
 from compliance.store.access_store import AccessStore, Role
 from compliance.store.base import transaction
 from compliance.store.engine import create_store_engine
@@ -145,7 +146,9 @@ def entry_hash_at(data_dir: Path, seq: int) -> str:
     rows = query(
         data_dir,
         "SELECT record_hash FROM routing_decisions WHERE chain_seq = ? "
-        "UNION ALL SELECT record_hash FROM config_changes WHERE chain_seq = ?",
+        "UNION ALL SELECT record_hash FROM config_changes WHERE chain_seq = ? "
+        "UNION ALL SELECT record_hash FROM routing_intents WHERE chain_seq = ?",
+        seq,
         seq,
         seq,
     )
@@ -157,6 +160,7 @@ def truncate(data_dir: Path, entries_after: int, checkpoints_after: int) -> None
     query(data_dir, "DELETE FROM audit_checkpoints WHERE seq > ?", checkpoints_after)
     query(data_dir, "DELETE FROM routing_decisions WHERE chain_seq > ?", entries_after)
     query(data_dir, "DELETE FROM config_changes WHERE chain_seq > ?", entries_after)
+    query(data_dir, "DELETE FROM routing_intents WHERE chain_seq > ?", entries_after)
     query(
         data_dir,
         "UPDATE audit_chain_head SET seq = ?, record_hash = ?",
@@ -211,7 +215,7 @@ def test_rewritten_rehashed_entry_with_one_checkpoint_deleted_is_a_gap(copy: Pat
     prev = GENESIS_HASH if target == 1 else entries[target - 2].record_hash
     for entry in entries[target - 1 :]:  # what a careful attacker does: re-hash onwards
         digest = entry_hash(entry.kind, entry.seq, prev, entry.fields)
-        table = "routing_decisions" if entry.kind is Kind.DECISION else "config_changes"
+        table = TABLES[entry.kind].name
         query(
             copy,
             f"UPDATE {table} SET prev_hash = ?, record_hash = ? WHERE chain_seq = ?",

@@ -100,8 +100,9 @@ def test_limit() -> None:
             parse_limit(bad)
 
 
-def test_outcomes_are_the_routing_cores() -> None:
-    assert set(OUTCOMES) == {o.value for o in Outcome}
+def test_outcomes_are_the_routing_cores_and_unknown() -> None:
+    # unknown: a write-ahead decision without an outcome record (compliance.audit.intents)
+    assert set(OUTCOMES) == {o.value for o in Outcome} | {"unknown"}
 
 
 def test_filter_as_query_round_trips() -> None:

@@ -32,11 +32,17 @@ class _Log:
 
     def __init__(self, events: list[str]) -> None:
         self.records: list[dict[str, Any]] = []
+        self.intents: list[dict[str, Any]] = []
+        self.written_ahead: list[bool] = []
         self.events = events
 
-    async def record(self, record: dict[str, Any]) -> None:
+    async def write_ahead(self, record: dict[str, Any]) -> None:
+        self.intents.append(record)
+
+    async def record(self, record: dict[str, Any], *, written_ahead: bool = False) -> None:
         self.events.append("record")
         self.records.append(record)
+        self.written_ahead.append(written_ahead)
 
 
 class _Recorder(RoutingRecorder):

@@ -28,7 +28,9 @@ class _Answer:
         return chunk
 
 
-def _relay(answer: _Answer) -> tuple[list[Any], BaseException | None]:
+def _relay(
+    answer: _Answer, relayed: list[int] | None = None
+) -> tuple[list[Any], BaseException | None]:
     events: list[Any] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -37,12 +39,20 @@ def _relay(answer: _Answer) -> tuple[list[Any], BaseException | None]:
         else:
             events.append(("body", message["body"], message["more_body"]))
 
+    class Meter:
+        def relayed(self, first_byte_at: float, size: int) -> None:
+            assert first_byte_at > 0
+            if relayed is not None:
+                relayed.append(size)
+
     async def before_end() -> None:
         events.append("durable")
 
     async def main() -> BaseException | None:
         try:
-            await relay(send, answer, [(b"x-residency-region", b"eu-frankfurt")], before_end)  # type: ignore[arg-type]
+            await relay(
+                send, answer, [(b"x-residency-region", b"eu-frankfurt")], before_end, Meter()
+            )  # type: ignore[arg-type]
         except Exception as exc:
             return exc
         return None
@@ -54,6 +64,23 @@ def test_a_one_chunk_answer_is_durable_before_start_and_body_go_back_to_back() -
     events, error = _relay(_Answer([(b"content-length", b"5")], [b"hello"]))
     assert error is None
     assert events == ["durable", ("start", 200), ("body", b"hello", False)]
+
+
+@pytest.mark.parametrize(
+    ("headers", "chunks"),
+    [
+        ([(b"content-length", b"5")], [b"hello"]),
+        ([(b"content-length", b"6")], [b"abc", b"def"]),
+        ([], [b"data: 1\n\n", b"data: 2\n\n", b""]),
+    ],
+)
+def test_the_record_hook_gets_the_body_bytes_relayed(
+    headers: list[tuple[bytes, bytes]], chunks: list[bytes]
+) -> None:
+    relayed: list[int] = []
+    _, error = _relay(_Answer(headers, list(chunks)), relayed)
+    assert error is None
+    assert relayed == [sum(len(c) for c in chunks)]
 
 
 def test_a_chunked_answer_of_known_length_is_relayed_as_it_arrives() -> None:
