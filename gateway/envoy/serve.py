@@ -80,7 +80,11 @@ def check_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            reason = "is already in use" if exc.errno == errno.EADDRINUSE else f": {exc.strerror}"
+            reason = (
+                "is already in use"
+                if exc.errno == errno.EADDRINUSE
+                else f"cannot be used ({exc.strerror})"
+            )
             raise EnvoyDataPlaneError(
                 f"cannot listen on {host}:{port}: the address {reason} (choose another with "
                 "--port / GATEWAY_PORT)"
@@ -185,7 +189,10 @@ def serve_envoy(settings: Settings) -> None:
         envoy = EnvoyChild(settings.data_dir / "envoy", xds.port, settings.workers)
         runtime = GatewayRuntime(control_settings(settings), freeze_heap=True)
         runtime.add_policy_listener(plane.on_policy)
-        runtime.add_readiness_part("envoy", lambda: plane.status() | envoy.status())
+        control_address = {"control": f"{LOOPBACK}:{control_port}"}
+        runtime.add_readiness_part(
+            "envoy", lambda: plane.status() | envoy.status() | control_address
+        )
         http_limits.install(settings)
         app = ControlOnly(create_app(runtime), INFERENCE_PATHS)
         plane.start()
