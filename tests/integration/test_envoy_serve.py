@@ -149,6 +149,18 @@ def test_admin_audit_and_health_answer_on_the_same_port(
         assert set(node["accepted"].values()) == {envoy["version"]}
 
 
+def test_the_python_app_sees_the_client_envoy_decided_for(gateway_envoy: GatewayProcess) -> None:
+    # No `ip` in the body: the caller's address, which only Envoy's view can give here (Envoy
+    # appends its host's address for a loopback peer; that is not the client).
+    explain = HTTP.post(
+        f"{gateway_envoy.base_url}/v1/residency/explain",
+        json={},
+        headers={"Authorization": f"Bearer {DEMO_KEY}", "X-Forwarded-For": IP_DE},
+    )
+    assert explain.status_code == 200, explain.text
+    assert explain.json()["facts"]["client_country"] == "DE"
+
+
 def test_the_control_port_refuses_inference(gateway_envoy: GatewayProcess) -> None:
     control = _envoy(gateway_envoy)["control"]
     assert control.startswith("127.0.0.1:")

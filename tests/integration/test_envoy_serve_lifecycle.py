@@ -130,9 +130,12 @@ def test_a_signal_stops_envoy_and_everything_else(
     assert _refuses(gateway.port)
 
 
-def test_x_forwarded_for_is_believed_only_from_trusted_proxies(launch: Any) -> None:
+@pytest.mark.parametrize("trust", [[], ["--trust-proxy", "10.0.0.0/8"]], ids=["none", "other"])
+def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
+    launch: Any, trust: list[str]
+) -> None:
     require_envoy()
-    gateway, _ = launch("serve", "--data-plane", "envoy", "--trust-proxy", "10.0.0.0/8")
+    gateway, _ = launch("serve", "--data-plane", "envoy", *trust)
     posing = {"Authorization": f"Bearer {DEMO_KEY}", "X-Forwarded-For": IP_DE}
     base = f"http://127.0.0.1:{gateway.port}"
     # Loopback is no trusted proxy here: the client is 127.0.0.1, whatever it claims.
