@@ -19,17 +19,18 @@ if TYPE_CHECKING:
 
 
 def envoy_options(settings: Settings, args: argparse.Namespace) -> EnvoyOptions:
-    """The translation options: timeouts and health checks from settings, listener from flags."""
-    from gateway.envoy.translate import EnvoyOptions
+    """The translation options: timeouts and health checks from settings, listener and trusted
+    hops from flags."""
+    from dataclasses import replace
 
-    return EnvoyOptions(
+    from gateway.envoy.serve import envoy_options as from_settings
+
+    return replace(
+        from_settings(settings),
         listener_address=args.listen_host,
         listener_port=args.listen_port,
-        connect_timeout=settings.upstream_connect_timeout,
-        stream_idle_timeout=settings.upstream_read_timeout,
-        health_check_path=settings.health_path,
-        health_check_interval=settings.health_interval,
         trusted_hops=args.trusted_hops,
+        trusted_cidrs=(),
     )
 
 

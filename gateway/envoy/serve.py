@@ -17,6 +17,7 @@ import json
 import logging
 import socket
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,9 @@ def control_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"trusted_proxies": list(dict.fromkeys(trusted))})
 
 
-def envoy_options(
-    settings: Settings, control_port: int, inference_paths: Iterable[str]
-) -> EnvoyOptions:
-    """The translation options of this gateway's Envoy (the decision date is set per push)."""
+def envoy_options(settings: Settings) -> EnvoyOptions:
+    """Translation options from the settings: listener, timeouts, health checks, trusted
+    networks, failover attempts, GeoIP database (the decision date is set per push)."""
     return EnvoyOptions(
         listener_address=settings.host,
         listener_port=settings.port,
@@ -128,8 +128,6 @@ def envoy_options(
         trusted_cidrs=tuple(settings.trusted_proxies),
         max_attempts=settings.max_attempts,
         geoip_database=str(settings.geoip_database or bundled_database_path()),
-        control_port=control_port,
-        inference_paths=tuple(sorted(inference_paths)),
     )
 
 
@@ -185,7 +183,12 @@ def serve_envoy(settings: Settings) -> None:
     xds = XdsServer(LOOPBACK, 0)
     try:
         xds.start()
-        plane = EnvoyControlPlane(xds, envoy_options(settings, control_port, INFERENCE_PATHS))
+        options = replace(
+            envoy_options(settings),
+            control_port=control_port,
+            inference_paths=tuple(sorted(INFERENCE_PATHS)),
+        )
+        plane = EnvoyControlPlane(xds, options)
         envoy = EnvoyChild(settings.data_dir / "envoy", xds.port, settings.workers)
         runtime = GatewayRuntime(control_settings(settings), freeze_heap=True)
         runtime.add_policy_listener(plane.on_policy)
@@ -218,13 +221,6 @@ def serve_envoy(settings: Settings) -> None:
 
 
 def _run_control_app(app: ASGIApp, control: socket.socket) -> None:
-    config = uvicorn.Config(
-        app,
-        loop="uvloop",
-        http="gateway.http.protocol:CoalescingHttpToolsProtocol",
-        access_log=False,
-        proxy_headers=False,  # X-Forwarded-For is judged by gateway.http.client_address only
-        log_level="info",
-        timeout_graceful_shutdown=10,
-    )
-    uvicorn.Server(config).run(sockets=[control])
+    from gateway.server import UVICORN_OPTIONS
+
+    uvicorn.Server(uvicorn.Config(app, **UVICORN_OPTIONS)).run(sockets=[control])
