@@ -16,11 +16,13 @@ import errno
 import json
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import uvicorn
 
 from gateway.envoy.bootstrap import BootstrapOptions, bootstrap_dict
@@ -34,6 +36,8 @@ from regions.geoip import bundled_database_path
 
 logger = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
+STOP_GRACE_S = 10.0
+"""Longest wait for Envoy's requests in flight at a stop (as uvicorn's graceful shutdown)."""
 
 
 class EnvoyDataPlaneError(RuntimeError):
@@ -155,22 +159,53 @@ class EnvoyChild:
             die_with_parent=True,
         )
 
+    def admin_address(self) -> str | None:
+        """`host:port` of Envoy's admin interface (loopback), once Envoy has written it."""
+        if not self.admin_address_path.exists():
+            return None
+        return self.admin_address_path.read_text("utf-8").strip() or None
+
     def status(self) -> dict[str, Any]:
         """For /readyz: the process, its restarts, its admin address and log."""
-        admin = None
-        if self.admin_address_path.exists():
-            admin = self.admin_address_path.read_text("utf-8").strip() or None
         return {
             "pid": self.supervisor.pid,
             "restarts": self.supervisor.restarts,
-            "admin": admin,
+            "admin": self.admin_address(),
             "log": str(self.log_path),
         }
+
+    def stop(self, grace: float) -> None:
+        """Let requests in flight finish (at most `grace` seconds), then stop Envoy."""
+        admin = self.admin_address()
+        if admin is not None and self.supervisor.pid is not None:
+            drain_envoy(admin, grace)
+        self.supervisor.stop()
+
+
+_ACTIVE_REQUESTS = "http.residency.downstream_rq_active"
+
+
+def drain_envoy(admin: str, grace: float) -> None:
+    """Ask Envoy to close its client connections as requests end (`drain_listeners`), then
+    wait until no request is active or `grace` seconds passed."""
+    deadline = time.monotonic() + grace
+    with httpx.Client(base_url=f"http://{admin}", timeout=2.0, trust_env=False) as client:
+        try:
+            client.post("/drain_listeners", params={"graceful": "", "inboundonly": ""})
+            while time.monotonic() < deadline:
+                stats = client.get("/stats", params={"filter": f"^{_ACTIVE_REQUESTS}$"}).text
+                active = [line.rpartition(": ")[2] for line in stats.splitlines()]
+                if not any(value.strip() not in ("", "0") for value in active):
+                    return
+                time.sleep(0.05)
+        except httpx.HTTPError as exc:  # Envoy already gone: nothing left to drain
+            logger.info("Envoy not drained: %s", exc)
 
 
 def serve_envoy(settings: Settings) -> None:
     """Run the control plane, the Python app on the control port and the Envoy child until
-    SIGTERM or SIGINT; then stop all of them (Envoy last, so in-flight requests finish)."""
+    SIGTERM or SIGINT; then stop all of them: the Python app, then Envoy once its requests in
+    flight ended (at most STOP_GRACE_S), then the control plane."""
     from gateway.app import create_app
     from gateway.http import limits as http_limits
     from gateway.http.proxy import INFERENCE_PATHS
@@ -213,7 +248,7 @@ def serve_envoy(settings: Settings) -> None:
         try:
             _run_control_app(app, control)
         finally:
-            envoy.supervisor.stop()
+            envoy.stop(STOP_GRACE_S)
             plane.stop()
     finally:
         xds.stop()

@@ -35,6 +35,7 @@ class Started:
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    simulator_ports: list[int]
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")
@@ -58,7 +59,7 @@ def launch(temp_dir: Path) -> Iterator[Any]:
     """Start `gateway <command> --port P` (demo catalog with free simulator ports); on the way
     out kill whatever the test left running: the gateway, its Envoy, its simulators."""
     started: list[tuple[Started, list[int]]] = []
-    catalog, _ = _catalog(temp_dir / "catalog.yaml")
+    catalog, simulator_ports = _catalog(temp_dir / "catalog.yaml")
 
     def start(*command: str) -> tuple[Started, list[int]]:
         port = free_port()
@@ -71,7 +72,7 @@ def launch(temp_dir: Path) -> Iterator[Any]:
                 stderr=subprocess.STDOUT,
                 env=_environment(temp_dir, catalog),
             )
-        gateway = Started(process, port, log)
+        gateway = Started(process, port, log, simulator_ports)
         children: list[int] = []
         started.append((gateway, children))
 
@@ -149,6 +150,26 @@ def test_x_forwarded_for_is_believed_only_from_trusted_proxies(
     # The Python app behind Envoy sees the client Envoy saw, not the header it was sent.
     explain = HTTP.post(f"{base}/v1/residency/explain", json={}, headers=posing)
     assert explain.json()["outcome"] == "refused", explain.text
+
+
+def test_a_stream_in_flight_finishes_when_the_gateway_stops(launch: Any) -> None:
+    require_envoy()
+    gateway, _ = launch("demo", "--data-plane", "envoy")
+    for port in gateway.simulator_ports:  # 16 tokens at 8/s: a stream of about 2 s
+        HTTP.post(f"http://127.0.0.1:{port}/_sim/faults", json={"tokens_per_second": 8})
+    body = {"model": "gpt-4o-mini", "messages": CHAT, "stream": True}
+    headers = {"Authorization": f"Bearer {DEMO_KEY}", "X-Forwarded-For": IP_DE}
+    url = f"http://127.0.0.1:{gateway.port}/v1/chat/completions"
+    with HTTP.stream("POST", url, json=body, headers=headers, timeout=30.0) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        received = [next(line for line in lines if line.startswith("data:"))]
+        gateway.process.send_signal(signal.SIGTERM)  # mid-stream
+        received.extend(line for line in lines if line.startswith("data:"))
+    assert received[-1] == "data: [DONE]", received
+    assert len(received) > 3
+    gateway.process.wait(timeout=STOP_TIMEOUT_S)
+    assert gateway.process.returncode == -signal.SIGTERM, gateway.output()
 
 
 def test_a_killed_gateway_leaves_no_envoy(launch: Any) -> None:
