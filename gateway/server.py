@@ -181,6 +181,10 @@ def serve(settings: Settings, simulator_ports: SimulatorPorts | None = None) -> 
 
 
 def _run(settings: Settings, simulator_ports: SimulatorPorts | None) -> None:
+    if settings.data_plane == "envoy":  # before anything is created or started
+        from gateway.envoy.serve import preflight
+
+        preflight(settings)
     seeded = _prepare(settings, simulator_ports)
     log_fast_paths()
     with simulated_regions(settings, None if seeded else simulator_ports):

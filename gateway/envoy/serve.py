@@ -13,6 +13,7 @@ and the supervisor must exist once, and the control API carries little traffic (
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import logging
 import socket
@@ -64,6 +65,20 @@ class ControlOnly:
             await send_json(send, 421, body)
             return
         await self._app(scope, receive, send)
+
+
+def preflight(settings: Settings) -> None:
+    """What must hold before the Envoy data plane starts: the binary, an IP address to listen
+    on (Envoy takes no host name there), a free public port."""
+    check_envoy_installed()
+    try:
+        ipaddress.ip_address(settings.host)
+    except ValueError:
+        raise EnvoyDataPlaneError(
+            f"GATEWAY_HOST / --host must be an IP address with --data-plane envoy "
+            f"(got {settings.host!r}; e.g. 127.0.0.1 or 0.0.0.0)"
+        ) from None
+    check_port_free(settings.host, settings.port)
 
 
 def check_envoy_installed() -> None:
@@ -211,8 +226,6 @@ def serve_envoy(settings: Settings) -> None:
     from gateway.http.proxy import INFERENCE_PATHS
     from gateway.runtime import GatewayRuntime
 
-    check_envoy_installed()
-    check_port_free(settings.host, settings.port)
     control = control_socket(settings.control_port)
     control_port = control.getsockname()[1]
     xds = XdsServer(LOOPBACK, 0)

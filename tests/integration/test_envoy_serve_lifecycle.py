@@ -205,3 +205,4 @@ def test_a_taken_port_is_one_line_of_error(temp_dir: Path) -> None:
         "(choose another with --port / GATEWAY_PORT)"
     ], result.stderr
     assert "Traceback" not in result.stderr
+    assert not (temp_dir / "data").exists()  # refused before anything was created
