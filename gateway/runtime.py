@@ -131,6 +131,7 @@ class GatewayRuntime:
         self._refresh_wanted = asyncio.Event()
         self._policy_listeners: list[Callable[[PolicySnapshot], None]] = []
         self._readiness_parts: dict[str, Callable[[], Mapping[str, Any]]] = {}
+        self._serving_checks: list[Callable[[int], bool]] = []
         self.change_feed: ChangeFeed | None = None
         if settings.change_feed and supports_notify(settings.resolved_database_url):
             self.change_feed = ChangeFeed(
@@ -182,6 +183,19 @@ class GatewayRuntime:
         """Add `name: report()` to /readyz; a report with `ready: false` makes it 503 and its
         `status` (if not "ok") is the readiness status."""
         self._readiness_parts[name] = report
+
+    def add_serving_check(self, check: Callable[[int], bool]) -> None:
+        """A data plane outside this process: policy version v is served only once `check(v)`
+        (Envoy: once every connected Envoy accepted it)."""
+        self._serving_checks.append(check)
+
+    def serves(self, version: int) -> bool:
+        """True once new requests are decided by policy `version` or newer (admin writes wait
+        for it before answering)."""
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.policy.version < version:
+            return False
+        return all(check(version) for check in self._serving_checks)
 
     def _policy_installed(self, policy: PolicySnapshot) -> None:
         for listener in self._policy_listeners:

@@ -171,13 +171,13 @@ class _Handlers:
 
     async def await_version(self, version: int) -> None:
         runtime = self.runtime
-        if runtime.snapshot.policy.version >= version:
+        if runtime.serves(version):
             return
         runtime.request_refresh()
         deadline = time.monotonic() + SERVE_WAIT_S
         while time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-            if runtime.snapshot.policy.version >= version:
+            if runtime.serves(version):
                 return
 
     async def listing(self, pick: Callable[[Any], list[ConfigValue]]) -> dict[str, Any]:

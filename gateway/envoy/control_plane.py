@@ -127,6 +127,20 @@ class EnvoyControlPlane:
                 )
                 self.error = f"translating policy v{policy.version} failed: {exc}"
 
+    def serves(self, policy_version: int) -> bool:
+        """True once a configuration of `policy_version` or newer is pushed and every connected
+        Envoy accepted it whole (False with no Envoy connected)."""
+        published = self.published
+        if published is None or published.policy_version < policy_version:
+            return False
+        statuses = self.xds.statuses()
+        connected = self.xds.connected()
+        return bool(connected) and all(
+            bool(types := statuses.get(node, {}))
+            and all(s.accepted == published.version for s in types.values())
+            for node in connected
+        )
+
     def status(self) -> dict[str, Any]:
         """For /readyz: what is pushed, and what each connected Envoy accepted or refused."""
         published, current = self.published, self.xds.version

@@ -186,6 +186,10 @@ def test_a_drain_through_the_admin_api_stops_new_requests_within_1s(
     assert patched.status_code == 200, patched.text
     answered = time.monotonic()
     try:
+        # The write answers once Envoy accepted it, as it waits for the Python runtime.
+        envoy = _envoy(gateway_envoy)
+        assert envoy["policy_version"] >= patched.json()["policy_version"], envoy
+        assert all(node["current"] for node in envoy["envoys"].values()), envoy
         wait_for(
             "no new request for the drained region",
             lambda: _chat(gateway_envoy, IP_DE).headers["x-residency-region"] != "eu-frankfurt",
