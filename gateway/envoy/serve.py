@@ -240,6 +240,7 @@ def serve_envoy(settings: Settings) -> None:
         envoy = EnvoyChild(settings.data_dir / "envoy", xds.port, settings.workers)
         runtime = GatewayRuntime(control_settings(settings), freeze_heap=True)
         runtime.add_policy_listener(plane.on_policy)
+        runtime.add_serving_check(plane.serves)
         control_address = {"control": f"{LOOPBACK}:{control_port}"}
         runtime.add_readiness_part(
             "envoy", lambda: plane.status() | envoy.status() | control_address
