@@ -73,6 +73,7 @@ from envoy_data_plane.envoy.type.v3 import Percent
 from envoy_data_plane.google.protobuf import Any, Struct
 
 from compliance.snapshot import PolicySnapshot
+from gateway.envoy.access_log import file_access_log
 from gateway.envoy.client_address import original_ip_detection
 from gateway.envoy.control_routes import control_cluster, control_route
 from gateway.envoy.decision_filters import decision_filters, decision_route_config
@@ -130,6 +131,8 @@ class EnvoyOptions:
     """Loopback port of the Python app: every path but `inference_paths` is routed there."""
     inference_paths: tuple[str, ...] = ()
     """The paths the decision serves (with `control_port`); the rest is the Python app's."""
+    access_log_path: str = ""
+    """File Envoy writes one JSON line per request to (gateway.envoy.access_log); "": none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +233,7 @@ def _listener(options: EnvoyOptions) -> Listener:
         xff_num_trusted_hops=0 if options.trusted_cidrs else options.trusted_hops,
         original_ip_detection_extensions=original_ip_detection(options.trusted_cidrs),
         stream_idle_timeout=_seconds(options.stream_idle_timeout),
+        access_log=[file_access_log(options.access_log_path)] if options.access_log_path else [],
         http_filters=[
             *(decision_filters(options.geoip_database) if options.decision_on else []),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),
