@@ -32,6 +32,7 @@ def envoy_options(settings: Settings, args: argparse.Namespace) -> EnvoyOptions:
         listener_port=args.listen_port,
         trusted_hops=args.trusted_hops,
         trusted_cidrs=(),
+        access_log_path="",
     )
 
 

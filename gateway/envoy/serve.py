@@ -26,8 +26,10 @@ from typing import Any
 import httpx
 import uvicorn
 
+from gateway.envoy.access_log import flush_args
 from gateway.envoy.bootstrap import BootstrapOptions, bootstrap_dict
 from gateway.envoy.control_plane import EnvoyControlPlane
+from gateway.envoy.shipper_setup import start_records_shipper
 from gateway.envoy.supervisor import EnvoyNotInstalled, EnvoySupervisor, envoy_binary
 from gateway.envoy.translate import EnvoyOptions
 from gateway.envoy.xds_server import XdsServer
@@ -147,6 +149,7 @@ def envoy_options(settings: Settings) -> EnvoyOptions:
         trusted_cidrs=tuple(settings.trusted_proxies),
         max_attempts=settings.max_attempts,
         geoip_database=str(settings.geoip_database or bundled_database_path()),
+        access_log_path=str(settings.resolved_envoy_access_log),
     )
 
 
@@ -154,7 +157,9 @@ class EnvoyChild:
     """The supervised Envoy: bootstrap written to `directory`, admin on an ephemeral loopback
     port (written to `admin-address`), log in `envoy.log`."""
 
-    def __init__(self, directory: Path, xds_port: int, concurrency: int) -> None:
+    def __init__(
+        self, directory: Path, xds_port: int, concurrency: int, extra_args: list[str]
+    ) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.log_path = directory / "envoy.log"
@@ -170,7 +175,7 @@ class EnvoyChild:
             bootstrap,
             concurrency=concurrency,
             log_path=self.log_path,
-            extra_args=["--admin-address-path", str(self.admin_address_path)],
+            extra_args=["--admin-address-path", str(self.admin_address_path), *extra_args],
             die_with_parent=True,
         )
 
@@ -220,7 +225,8 @@ def drain_envoy(admin: str, grace: float) -> None:
 def serve_envoy(settings: Settings) -> None:
     """Run the control plane, the Python app on the control port and the Envoy child until
     SIGTERM or SIGINT; then stop all of them: the Python app, then Envoy once its requests in
-    flight ended (at most STOP_GRACE_S), then the control plane."""
+    flight ended (at most STOP_GRACE_S), then the records shipper (the last lines Envoy
+    wrote), then the control plane."""
     from gateway.app import create_app
     from gateway.http import limits as http_limits
     from gateway.http.proxy import INFERENCE_PATHS
@@ -237,7 +243,8 @@ def serve_envoy(settings: Settings) -> None:
             inference_paths=tuple(sorted(INFERENCE_PATHS)),
         )
         plane = EnvoyControlPlane(xds, options)
-        envoy = EnvoyChild(settings.data_dir / "envoy", xds.port, settings.workers)
+        flush = flush_args(settings.envoy_access_log_flush_ms)
+        envoy = EnvoyChild(settings.data_dir / "envoy", xds.port, settings.workers, flush)
         runtime = GatewayRuntime(control_settings(settings), freeze_heap=True)
         runtime.add_policy_listener(plane.on_policy)
         runtime.add_serving_check(plane.serves)
@@ -248,6 +255,7 @@ def serve_envoy(settings: Settings) -> None:
         http_limits.install(settings)
         app = ControlOnly(create_app(runtime), INFERENCE_PATHS)
         plane.start()
+        shipper = start_records_shipper(settings)  # Envoy's access log -> the routing log
         envoy.supervisor.start()  # from this thread, which lives as long as the process
         logger.info(
             "Envoy data plane on %s:%d (control app on %s:%d, xDS on %s:%d, log %s)",
@@ -263,6 +271,7 @@ def serve_envoy(settings: Settings) -> None:
             _run_control_app(app, control)
         finally:
             envoy.stop(STOP_GRACE_S)
+            shipper.stop()  # after Envoy: ships the last lines it wrote
             plane.stop()
     finally:
         xds.stop()

@@ -102,6 +102,10 @@ def test_the_openai_client_gets_a_completion_through_envoy(
     assert streamed
     # The simulators' own counters: both requests went to the region Envoy named.
     assert _served(before, _counts(fleet)) == {region: 2}
+    # The gateway ships Envoy's access log into the routing log (issue 16's shipper).
+    record = gateway_envoy.record(raw.headers["x-residency-decision"], timeout=60.0)
+    assert record["outcome"] == "routed"
+    assert record["served_region"] == region
 
 
 def test_a_refused_request_gets_451_and_reaches_no_region(
@@ -118,6 +122,8 @@ def test_a_refused_request_gets_451_and_reaches_no_region(
     assert response.headers["server"] == "envoy"
     assert response.json()["error"]["code"] == "no_allowed_region"
     assert _served(before, _counts(fleet)) == {}
+    record = gateway_envoy.record(response.headers["x-residency-decision"], timeout=60.0)
+    assert (record["outcome"], record["status_code"]) == ("refused", 451)
 
 
 def test_admin_audit_and_health_answer_on_the_same_port(
