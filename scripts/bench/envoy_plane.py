@@ -16,6 +16,7 @@ import dataclasses
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,7 @@ PLAIN_REGION = "eu-frankfurt"
 PLAIN_HEADERS = {REGION_HEADER: PLAIN_REGION}
 """What the plain path's clients add: the region, chosen by the client (no decision runs)."""
 ALL_TYPES = (LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE)
+Translator = Callable[[PolicySnapshot, EnvoyOptions], EnvoyResources]
 STATS = (
     r"http\.residency\.downstream_rq_[1-5]xx",
     r"http\.residency\.rds\.residency_routes\.update_success",
@@ -81,6 +83,8 @@ class EnvoyPlane:
     node_id: str
     admin_port: int
     pid: int = 0
+    translator: Translator = translate
+    """Policy -> resources; bench.decision_cost passes variants that leave out one part."""
 
     @property
     def port(self) -> int:
@@ -89,7 +93,7 @@ class EnvoyPlane:
 
     def publish(self, policy: PolicySnapshot) -> EnvoyResources:
         """Translate `policy` and hand it to the ADS server (pushed to Envoy at once)."""
-        resources = translate(policy, self.options)
+        resources = self.translator(policy, self.options)
         self.server.set_snapshot(resources.version, resources.by_type())
         return resources
 
@@ -132,6 +136,7 @@ def start_plane(
     core: str,
     directory: Path,
     timeout: float = 120.0,
+    translator: Translator = translate,
 ) -> EnvoyPlane:
     """Start the ADS server and Envoy; return once Envoy has ACKed and sees every region up."""
     server = XdsServer()
@@ -142,7 +147,7 @@ def start_plane(
         decision_on=datetime.now(UTC).date() if decision else None,
         geoip_database=str(bundled_database_path()) if decision else "",
     )
-    plane = EnvoyPlane(name, server, options, node_id=name, admin_port=procs.free_port())
+    plane = EnvoyPlane(name, server, options, name, procs.free_port(), translator=translator)
     try:
         resources = plane.publish(policy)
         bootstrap = directory / f"{name}-bootstrap.json"

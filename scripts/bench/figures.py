@@ -103,4 +103,19 @@ def envoy_added(results: dict[str, Any]) -> dict[str, Any]:
         "decision_cpu_us_per_req_over_plain": round(
             decision["server_cpu_us_per_req"] - plain["server_cpu_us_per_req"], 1
         ),
+        # Envoy's CPU per request at peak, which other load on the machine disturbs far less
+        # than req/s: the decision's share of plain Envoy's peak on a core it had to itself.
+        "decision_cpu_share_of_plain_pct": round(100 * _cpu_ratio_by_round(plain, decision), 1),
+        "decision_cpu_bound_peak_estimate_rps": round(1e6 / decision["server_cpu_us_per_req"]),
+        "plain_cpu_bound_peak_estimate_rps": round(1e6 / plain["server_cpu_us_per_req"]),
     }
+
+
+def _cpu_ratio_by_round(top: dict[str, Any], bottom: dict[str, Any]) -> float:
+    """Median over the rounds of `top` CPU per request / `bottom` CPU per request."""
+    pairs = zip(
+        top.get("cpu_us_per_req_by_round") or [top["server_cpu_us_per_req"]],
+        bottom.get("cpu_us_per_req_by_round") or [bottom["server_cpu_us_per_req"]],
+        strict=True,
+    )
+    return float(statistics.median([t / b for t, b in pairs]))

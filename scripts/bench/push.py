@@ -22,7 +22,7 @@ from typing import Any
 from bench.envoy_plane import EnvoyPlane, with_status
 
 from compliance.snapshot import PolicySnapshot
-from gateway.envoy.translate import REGION_HEADER, translate
+from gateway.envoy.translate import REGION_HEADER
 from regions.catalog import RegionStatus
 
 ROUND_LIMIT_S = 10.0
@@ -76,7 +76,7 @@ def push_to_use(
             status = RegionStatus.DRAINING if draining else RegionStatus.ACTIVE
             current = with_status(current, region, status)
             started = time.perf_counter()
-            resources = translate(current, plane.options)
+            resources = plane.translator(current, plane.options)
             translate_ms.append((time.perf_counter() - started) * 1e3)
             ack, use = _one_push(plane, client, resources.version, resources.by_type(), region)
             if ack is None or use is None:

@@ -300,6 +300,14 @@ def envoy_lines(results: dict[str, Any]) -> list[str]:
             _fmt(added["decision_cpu_us_per_req_over_plain"], 1),
         )
     )
+    out.append(
+        "by Envoy CPU per request at peak (less disturbed by other load): decision {}% of plain; "
+        "a core fully used would give ~{} req/s with the decision, ~{} plain".format(
+            _fmt(added["decision_cpu_share_of_plain_pct"], 1),
+            _fmt(added["decision_cpu_bound_peak_estimate_rps"], 0),
+            _fmt(added["plain_cpu_bound_peak_estimate_rps"], 0),
+        )
+    )
     rounds = [
         f"{path} {_get(results, 'peak', path, 'rps_by_round')}"
         for path in (PLAIN, DECISION, "gateway")
