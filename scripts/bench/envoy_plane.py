@@ -119,7 +119,7 @@ class EnvoyPlane:
     def stats(self) -> dict[str, int]:
         """The listener's request counts by class, Lua errors and route updates (admin /stats)."""
         wanted = "|".join(STATS)
-        data = json.loads(self.admin(f"/stats?format=json&filter=({wanted})$"))
+        data = json.loads(self.admin(f"/stats?format=json&filter=^({wanted})$"))
         return {s["name"]: s["value"] for s in data.get("stats", []) if "value" in s}
 
     def stop(self) -> None:
