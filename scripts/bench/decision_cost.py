@@ -35,6 +35,11 @@ from bench.harness import (
     catalog_yaml,
     smoke,
 )
+from envoy_data_plane.envoy.config.core.v3 import (
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
+)
 from envoy_data_plane.envoy.config.route.v3 import Route
 from envoy_data_plane.envoy.extensions.filters.http.lua.v3 import Lua, LuaPerRoute
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
@@ -49,12 +54,17 @@ from gateway.envoy.translate import EnvoyOptions, EnvoyResources, translate
 LuaEdit = Callable[[str], str]
 ORDER = "eu-frankfurt,uk-london,us-oregon"
 """The failover list the full decision picks for the benchmark client (a German address)."""
-MINIMAL_LUA = f"""
+MINIMAL_LUA = """
 function envoy_on_request(h)
-  h:headers():replace("x-residency-region", "{ORDER}")
+  h:headers():replace("x-residency-region", "%s")
   h:clearRouteCache()
+  local metadata = h:streamInfo():dynamicMetadata()
+  metadata:set("envoy.filters.http.lua", "region", "eu-frankfurt")
+  metadata:set("envoy.filters.http.lua", "decision", h:headers():get("x-request-id"))
 end
 """
+"""Everything the decision does around its logic: the selector, the route re-match, the
+dynamic metadata the response side reads."""
 
 
 def _replace(old: str, new: str) -> LuaEdit:
@@ -66,8 +76,13 @@ def _replace(old: str, new: str) -> LuaEdit:
     return edit
 
 
-def _minimal(code: str) -> str:
-    return code[: code.index("\n") + 1] + MINIMAL_LUA  # keep the TABLES line (compiled per route)
+def _minimal(selector: str = ORDER) -> LuaEdit:
+    """Only set the selector (the TABLES line stays: it is compiled per route all the same)."""
+    return lambda code: code[: code.index("\n") + 1] + MINIMAL_LUA % selector
+
+
+def _no_response_lua(code: str) -> str:
+    return code[: code.index("function envoy_on_response")]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,6 +95,9 @@ class Variant:
     listener_lua: LuaEdit | None = None
     """An edit of the listener's Lua code (which runs on every response)."""
     headers: tuple[tuple[str, str], ...] = ()
+    native_response_headers: bool = False
+    """Name the decision and the answering region in response headers natively (route
+    `response_headers_to_add`) instead of by the listener's `envoy_on_response`."""
 
     def translate(self, policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
         """`translate()` with this variant's changes applied to the listener and route."""
@@ -101,6 +119,12 @@ class Variant:
                 lua.default_source_code.inline_string = self.listener_lua(code)
                 http_filter.typed_config = Any.pack(lua)
         listener.filter_chains[0].filters[0].typed_config = Any.pack(hcm)
+        if self.native_response_headers:
+            for route in _routes(resources):
+                if route.route is not None:
+                    named = {h.header.key for h in route.response_headers_to_add if h.header}
+                    added = [h for h in NATIVE_NAMES if h.header and h.header.key not in named]
+                    route.response_headers_to_add = [*route.response_headers_to_add, *added]
         if self.lua is not None:
             for route in _routes(resources):
                 packed = route.typed_per_filter_config.get(LUA_FILTER)
@@ -119,14 +143,37 @@ NATIVE = (
 )
 
 
+NATIVE_NAMES = [
+    HeaderValueOption(
+        header=HeaderValue(key=key, value=value),
+        append_action=HeaderValueOptionHeaderAppendAction.ADD_IF_ABSENT,
+    )
+    for key, value in (
+        ("x-residency-decision", "%DYNAMIC_METADATA(envoy.filters.http.lua:decision)%"),
+        ("x-residency-region", "%UPSTREAM_METADATA(residency:region)%"),
+    )
+]
+
+
 def _routes(resources: EnvoyResources) -> list[Route]:
     return resources.routes[0].virtual_hosts[0].routes
 
 
 VARIANTS = (
     Variant("plain (no decision)"),
-    Variant("minimal Lua only (no native filters)", drop_filters=NATIVE, lua=_minimal),
-    Variant("native filters + minimal Lua", lua=_minimal),
+    Variant("minimal Lua only (no native filters)", drop_filters=NATIVE, lua=_minimal()),
+    Variant(
+        "minimal Lua only, one-region selector",
+        drop_filters=NATIVE,
+        lua=_minimal("eu-frankfurt"),
+    ),
+    Variant(
+        "minimal Lua only, no response Lua",
+        drop_filters=NATIVE,
+        lua=_minimal(),
+        listener_lua=_no_response_lua,
+    ),
+    Variant("native filters + minimal Lua", lua=_minimal()),
     Variant(
         "decision without json_to_metadata",
         drop_filters=("envoy.filters.http.json_to_metadata",),
@@ -153,7 +200,12 @@ VARIANTS = (
     ),
     Variant(
         "decision without response Lua",
-        listener_lua=lambda code: code[: code.index("function envoy_on_response")],
+        listener_lua=_no_response_lua,
+    ),
+    Variant(
+        "decision, response headers set natively",
+        listener_lua=_no_response_lua,
+        native_response_headers=True,
     ),
     Variant("full decision"),
 )

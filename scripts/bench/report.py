@@ -291,22 +291,22 @@ def envoy_lines(results: dict[str, Any]) -> list[str]:
             f"{_fmt(mine['single_p99_ms'])} ms; stream TTFT {_fmt(mine['stream_ttft_p50_ms'])} "
             f"ms, per chunk {_fmt(mine['stream_chunk_p50_ms'])} ms"
         )
+
+    def fig(key: str, digits: int) -> str:
+        return _fmt(added[key], digits)
+
     out.append(
-        "envoy-decision peak (median of per-round ratios): {}% of plain envoy, {}x the Python "
-        "gateway, {}x naive; decision CPU {} us/req over plain".format(
-            _fmt(added["decision_share_of_plain_peak_pct"], 1),
-            _fmt(added["decision_over_python_peak_x"], 2),
-            _fmt(added["decision_over_naive_peak_x"], 2),
-            _fmt(added["decision_cpu_us_per_req_over_plain"], 1),
-        )
+        f"envoy-decision peak (median of per-round ratios): "
+        f"{fig('decision_share_of_plain_peak_pct', 1)}% of plain envoy, "
+        f"{fig('decision_over_python_peak_x', 2)}x the Python gateway, "
+        f"{fig('decision_over_naive_peak_x', 2)}x naive; "
+        f"decision CPU {fig('decision_cpu_us_per_req_over_plain', 1)} us/req over plain"
     )
     out.append(
-        "by Envoy CPU per request at peak (less disturbed by other load): decision {}% of plain; "
-        "a core fully used would give ~{} req/s with the decision, ~{} plain".format(
-            _fmt(added["decision_cpu_share_of_plain_pct"], 1),
-            _fmt(added["decision_cpu_bound_peak_estimate_rps"], 0),
-            _fmt(added["plain_cpu_bound_peak_estimate_rps"], 0),
-        )
+        "by Envoy CPU per request at peak (less disturbed by other load): decision "
+        f"{fig('decision_cpu_share_of_plain_pct', 1)}% of plain; a core fully used would give "
+        f"~{fig('decision_cpu_bound_peak_estimate_rps', 0)} req/s with the decision, "
+        f"~{fig('plain_cpu_bound_peak_estimate_rps', 0)} plain"
     )
     rounds = [
         f"{path} {_get(results, 'peak', path, 'rps_by_round')}"
