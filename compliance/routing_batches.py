@@ -138,6 +138,13 @@ class SpoolDrain:
         spool.acknowledge(after, len(payloads))
         return len(payloads), after
 
+    def store(self, records: Sequence[Record]) -> int:
+        """Store `records` in one transaction, leaving out logged ones; a batch the sink
+        refuses for its content goes record by record, refused ones to the poison handler."""
+        written = self._write(self._sink.append_batch, records)
+        self.written += written
+        return written
+
     def _read(self, payloads: list[bytes], read: Callable[[bytes], T]) -> list[T]:
         """`read` of each payload; one it cannot read (ValueError) goes to the poison handler."""
         items: list[T] = []

@@ -247,6 +247,19 @@ class Settings(BaseSettings):
     auth_throttle_max_addresses: int = Field(
         100_000, ge=1, description="client addresses whose failures are remembered (LRU bound)"
     )
+    envoy_access_log: Path | None = Field(
+        None,
+        description="file the Envoy data plane writes one JSON line per request to, shipped "
+        "into the routing log; default: data_dir/envoy-access.log",
+    )
+    envoy_access_log_flush_ms: int = Field(
+        1000,
+        ge=1,
+        le=60000,
+        description="milliseconds Envoy buffers access-log lines before writing them (Envoy "
+        "never fsyncs them): a kill -9 of Envoy loses at most this long's records; Envoy's own "
+        "default is 10000",
+    )
     admin_url: str = Field(
         "http://127.0.0.1:8080", description="gateway base URL the `gateway regions` CLI talks to"
     )
@@ -297,6 +310,11 @@ class Settings(BaseSettings):
     def resolved_audit_spool_dir(self) -> Path:
         """The routing-record spool directory (`<data_dir>/audit-spool` by default)."""
         return self.audit_spool_dir or self.data_dir / "audit-spool"
+
+    @property
+    def resolved_envoy_access_log(self) -> Path:
+        """The Envoy access log (`<data_dir>/envoy-access.log` by default)."""
+        return self.envoy_access_log or self.data_dir / "envoy-access.log"
 
     @property
     def resolved_audit_signing_key(self) -> Path:

@@ -1,4 +1,5 @@
-"""`gateway envoy translate|bootstrap`: the Envoy configuration, printed offline."""
+"""`gateway envoy translate|bootstrap|ship-records`: the Envoy configuration, printed offline,
+and the shipper of its access log into the routing log."""
 
 from __future__ import annotations
 
@@ -79,8 +80,32 @@ def _bootstrap(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ship_records(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from gateway.envoy.shipper_setup import build_records_shipper
+
+    stop = threading.Event()
+    if args.once:
+        stop.set()
+    else:  # first: a stop asked for while starting up still ships what is written
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda *_: stop.set())
+    settings = Settings()
+    migrated_database_url(settings)  # refuses a missing database in one line
+    shipper = build_records_shipper(settings, args.log)
+    shipper.run(stop)
+    counts = shipper.counts
+    print(
+        f"shipped {counts.lines} lines: {counts.stored} records stored, {counts.skipped} "
+        f"without a decision, {counts.rejected} rejected"
+    )
+    return 0
+
+
 def register(commands: Any) -> None:
-    """Add `envoy translate|bootstrap` to the top-level subcommands."""
+    """Add `envoy translate|bootstrap|ship-records` to the top-level subcommands."""
     envoy = commands.add_parser("envoy", help="the Envoy data plane: translate, bootstrap")
     sub = envoy.add_subparsers(dest="envoy_command", required=True)
     translate = sub.add_parser(
@@ -108,3 +133,11 @@ def register(commands: Any) -> None:
     )
     bootstrap.add_argument("--json", action="store_true", help="JSON instead of YAML")
     bootstrap.set_defaults(handler=_bootstrap)
+    ship = sub.add_parser(
+        "ship-records", help="ship Envoy's access log into the routing log (until stopped)"
+    )
+    ship.add_argument(
+        "--log", type=Path, help="the access-log file (default: GATEWAY_ENVOY_ACCESS_LOG)"
+    )
+    ship.add_argument("--once", action="store_true", help="ship what is written, then exit")
+    ship.set_defaults(handler=_ship_records)

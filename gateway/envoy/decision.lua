@@ -145,6 +145,42 @@ local function has(mask, index)
   return bit.band(mask[word], bit.lshift(1, index % WORD_BITS)) ~= 0
 end
 
+-- The routing record's facts, for the access log (gateway/envoy/access_log.py reads them).
+local RECORD = "residency"
+
+local function note(h, key, value)
+  if value ~= nil then
+    h:streamInfo():dynamicMetadata():set(RECORD, key, value)
+  end
+end
+
+local function ids(t, mask)
+  local out = {}
+  for i = 0, #t.regions - 1 do
+    if has(mask, i) then
+      out[#out + 1] = t.regions[i + 1]
+    end
+  end
+  return table.concat(out, ",")
+end
+
+-- Jurisdictions as "DE:client_ip,IN:declared_subject" (the sources gateway/routing/locate names).
+local function noted_facts(h, t, f, geo)
+  local found = {}
+  for _, j in ipairs({ { geo, "client_ip" }, { f.subject, "declared_subject" },
+    { f.key.home, "tenant_home" } }) do
+    if j[1] then
+      found[#found + 1] = j[1] .. ":" .. j[2]
+    end
+  end
+  note(h, "tenant", f.key.tenant)
+  note(h, "data_class", f.data_class)
+  note(h, "client_country", geo)
+  note(h, "subject_country", f.subject)
+  note(h, "jurisdictions", table.concat(found, ","))
+  note(h, "policy_version", t.version)
+end
+
 local function haversine_km(lat1, lon1, lat2, lon2)
   local phi1, phi2 = math.rad(lat1), math.rad(lat2)
   local dphi, dlambda = phi2 - phi1, math.rad(lon2 - lon1)
@@ -202,9 +238,9 @@ local function choose(t, usable, origin)
   end
   local key = table.concat(order, ",")
   if t.orders[key] then
-    return key, order[1]
+    return key, order[1], key
   end
-  return order[1], order[1] -- no aggregate for this list: the chosen region alone
+  return order[1], order[1], order[1] -- no aggregate for this list: the chosen region alone
 end
 
 local function model_of(h)
@@ -284,6 +320,7 @@ local function refuse(h, status, message, decision_id)
     [404] = { "invalid_request_error", "model_not_found" },
   }
   local kind = kinds[status]
+  note(h, "refusal", kind[2])
   reply(h, status, message, kind[1], kind[2], nil, decision_id)
 end
 
@@ -304,6 +341,7 @@ local function decide(h, t, f, geo, decision_id)
     allowed = intersect(allowed, by_country[c] or by_country["*"])
   end
   local where = table.concat(countries, ", ")
+  note(h, "allowed", ids(t, allowed))
   if empty(allowed) then
     return refuse(h, 451, "no region may process " .. f.data_class
       .. " data here (jurisdictions: " .. where .. ")", decision_id)
@@ -345,10 +383,12 @@ function envoy_on_request(h)
   if f == nil then
     return
   end
-  local selector, region = decide(h, t, f, geo, decision_id)
+  noted_facts(h, t, f, geo)
+  local selector, region, order = decide(h, t, f, geo, decision_id)
   if selector == nil then
     return
   end
+  note(h, "order", order)
   headers:replace(SELECTOR, selector)
   h:clearRouteCache()
   local metadata = h:streamInfo():dynamicMetadata()

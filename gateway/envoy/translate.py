@@ -73,6 +73,7 @@ from envoy_data_plane.envoy.type.v3 import Percent
 from envoy_data_plane.google.protobuf import Any, Struct
 
 from compliance.snapshot import PolicySnapshot
+from gateway.envoy.access_log import file_access_log
 from gateway.envoy.decision_filters import decision_filters, decision_route_config
 from gateway.envoy.failover import (
     Order,
@@ -121,6 +122,8 @@ class EnvoyOptions:
     """Regions one request may be tried in (the decision's failover list)."""
     geoip_database: str = ""
     """The country .mmdb Envoy's geoip filter reads (with `decision_on`)."""
+    access_log_path: str = ""
+    """File Envoy writes one JSON line per request to (gateway.envoy.access_log); "": none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +217,7 @@ def _listener(options: EnvoyOptions) -> Listener:
         use_remote_address=True,
         xff_num_trusted_hops=options.trusted_hops,
         stream_idle_timeout=_seconds(options.stream_idle_timeout),
+        access_log=[file_access_log(options.access_log_path)] if options.access_log_path else [],
         http_filters=[
             *(decision_filters(options.geoip_database) if options.decision_on else []),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -54,14 +54,16 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0) ->
 class RunningEnvoy:
     """One supervised Envoy process bootstrapped against an ADS server on `xds_port`."""
 
-    def __init__(self, directory: Path, xds_port: int, node_id: str) -> None:
+    def __init__(
+        self, directory: Path, xds_port: int, node_id: str, extra_args: Sequence[str] = ()
+    ) -> None:
         self.node_id = node_id
         self.admin_port = free_port()
         self.log_path = directory / f"envoy-{node_id}.log"
         bootstrap = directory / f"bootstrap-{node_id}.json"
         options = BootstrapOptions(node_id=node_id, xds_port=xds_port, admin_port=self.admin_port)
         bootstrap.write_text(json.dumps(bootstrap_dict(options)), "utf-8")
-        self.supervisor = EnvoySupervisor(bootstrap, log_path=self.log_path)
+        self.supervisor = EnvoySupervisor(bootstrap, log_path=self.log_path, extra_args=extra_args)
 
     def admin(self, path: str) -> httpx.Response:
         """GET on Envoy's admin interface (loopback)."""
