@@ -65,6 +65,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "one core; python: only direct, naive and the Python gateway",
     )
     p.add_argument(
+        "--envoy-access-log",
+        action="store_true",
+        help="the decision Envoy also writes its JSON access log (the Envoy routing records' "
+        "source) to the temporary directory",
+    )
+    p.add_argument(
         "--push-rounds", type=int, help="xDS drain/restore pushes timed (default 10, --quick 4)"
     )
     p.add_argument("--requests", type=int, help="requests for the RSS figure (default 1,000,000)")
@@ -249,8 +255,15 @@ def start_envoys(bench: Bench) -> dict[str, envoy_plane.EnvoyPlane]:
     bench.policy = envoy_plane.bench_policy(bench.tmp / "catalog.yaml")
     planes = bench.planes
     for name, decision in ((envoy_plane.PLAIN, False), (envoy_plane.DECISION, True)):
+        log = bench.tmp / "envoy-access.log" if decision and bench.args.envoy_access_log else None
         plane = envoy_plane.start_plane(
-            bench.ps, name, bench.policy, decision=decision, core=GATEWAY_CORE, directory=bench.tmp
+            bench.ps,
+            name,
+            bench.policy,
+            decision=decision,
+            core=GATEWAY_CORE,
+            directory=bench.tmp,
+            access_log=log,
         )
         planes[name] = plane
         extra = {} if decision else envoy_plane.PLAIN_HEADERS

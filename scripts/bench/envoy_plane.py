@@ -137,6 +137,7 @@ def start_plane(
     directory: Path,
     timeout: float = 120.0,
     translator: Translator = translate,
+    access_log: Path | None = None,
 ) -> EnvoyPlane:
     """Start the ADS server and Envoy; return once Envoy has ACKed and sees every region up."""
     server = XdsServer()
@@ -146,6 +147,7 @@ def start_plane(
         trusted_hops=1 if decision else 0,  # the benchmark client poses as a German address
         decision_on=datetime.now(UTC).date() if decision else None,
         geoip_database=str(bundled_database_path()) if decision else "",
+        access_log_path=str(access_log or ""),  # the routing records' source, if given
     )
     plane = EnvoyPlane(name, server, options, name, procs.free_port(), translator=translator)
     try:
