@@ -281,15 +281,19 @@ def test_configuration_changes_are_listed_and_add_up(page: Page, console: Consol
     page.click("#chain-refresh")
     status = page.locator("#chain-status")
     pattern = re.compile(
-        r"^Verified: chain intact: (\d+) records \((\d+) decisions, (\d+) configuration "
-        r"changes; \d+ signed checkpoints\)$"
+        r"^Verified: chain intact: (\d+) records \((\d+) decisions, (?:(\d+) write-ahead"
+        r"(?: \(\d+ without an outcome recorded\))?, )?(\d+) configuration changes; \d+ signed "
+        r"checkpoints\)$"
     )
     expect(status).to_have_text(pattern)
     match = pattern.match(status.inner_text())
     assert match is not None
-    records, decisions, configuration = (int(n) for n in match.groups())
+    records, decisions, written_ahead, configuration = (int(n or 0) for n in match.groups())
     assert (decisions, configuration) == (len(console.decisions), len(changes))
-    assert records == decisions + configuration
+    # Every routed decision was written ahead (default durability) before its record.
+    routed = sum(1 for d in console.decisions if d["status"] == 200)
+    assert written_ahead >= routed
+    assert records == decisions + written_ahead + configuration
 
     # One change in detail: who, role, before -> after.
     region = next(c for c in changes if c["object_type"] == "region")
