@@ -33,6 +33,7 @@ from tests.integration.conftest import (
     set_faults,
     sim_requests,
 )
+from tests.integration.envoy_support import require_envoy
 
 pytestmark = pytest.mark.integration
 
@@ -96,18 +97,27 @@ def _admin_token(gateway: GatewayProcess) -> str:
     return done.stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """Simulators + a gateway seeded with Frankfurt only + an admin token."""
+@pytest.fixture(scope="module", params=["python", "envoy"])
+def world(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[World]:
+    """Simulators + a gateway seeded with Frankfurt only + an admin token, on each data plane:
+    the same Terraform runs unchanged against Envoy, which forwards the admin API."""
     if not Path(TERRAFORM).exists():
         pytest.fail(f"terraform binary not found (looked for {TERRAFORM})")
+    if request.param == "envoy":
+        require_envoy()
     root = tmp_path_factory.mktemp("terraform")
     specs = [SimulatorSpec(region_id=s, port=free_port(), models=tuple(MODELS)) for s in SIMULATORS]
     with SimulatorFleet(specs) as fleet:
         catalog = _write_catalog(root / "catalog.yaml", fleet)
         # Patient health checks: a loaded CI machine must not flap regions during the test.
-        health = {"GATEWAY_HEALTH_TIMEOUT": "5", "GATEWAY_HEALTH_FALL": "5"}
-        with GatewayProcess(catalog, root / "gateway", health) as gateway:
+        overrides = {
+            "GATEWAY_HEALTH_TIMEOUT": "5",
+            "GATEWAY_HEALTH_FALL": "5",
+            "GATEWAY_DATA_PLANE": request.param,
+        }
+        with GatewayProcess(catalog, root / "gateway", overrides, startup_timeout=90.0) as gateway:
             yield World(fleet, gateway, _admin_token(gateway), root)
 
 
@@ -379,7 +389,11 @@ def test_destroy_waits_for_a_stream_in_flight(world: World) -> None:
     assert region_document(world, "eu-paris") is None
 
 
-def test_destroy_wait_is_bounded(world: World) -> None:
+def test_destroy_wait_is_bounded(world: World, request: pytest.FixtureRequest) -> None:
+    if world.gateway.env["GATEWAY_DATA_PLANE"] == "envoy":
+        # Known gap: the drain count is the Python runtime's, which Envoy's streams bypass.
+        reason = "`regions drain --wait` does not yet see requests in flight in Envoy"
+        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     tf = Workspace(world, "bounded")
     tf.write_vars(
         {"eu-paris": _region(world.url("paris-canary"))}, admin_token=world.token, drain_timeout=1
