@@ -342,7 +342,17 @@ def test_apply_update_destroy_and_routing_follows(world: World) -> None:
     print(f"\nterraform timings (s): { {k: round(v, 2) for k, v in tf.timings.items()} }")
 
 
-def test_destroy_waits_for_a_stream_in_flight(world: World) -> None:
+def _known_envoy_drain_gap(world: World, request: pytest.FixtureRequest, *, strict: bool) -> None:
+    """Known gap on the Envoy data plane: the drain's in-flight count is the Python runtime's,
+    which Envoy's requests bypass, so `regions drain --wait` does not wait for them."""
+    if world.gateway.env["GATEWAY_DATA_PLANE"] == "envoy":
+        reason = "`regions drain --wait` does not yet see requests in flight in Envoy"
+        request.applymarker(pytest.mark.xfail(strict=strict, reason=reason))
+
+
+def test_destroy_waits_for_a_stream_in_flight(world: World, request: pytest.FixtureRequest) -> None:
+    # Not strict: a destroy slower than the ~4 s stream passes without waiting for it.
+    _known_envoy_drain_gap(world, request, strict=False)
     gateway = world.gateway
     tf = Workspace(world, "drain")
     tf.env["GATEWAY_ADMIN_TOKEN"] = world.token  # token from the environment, not the state
@@ -390,10 +400,7 @@ def test_destroy_waits_for_a_stream_in_flight(world: World) -> None:
 
 
 def test_destroy_wait_is_bounded(world: World, request: pytest.FixtureRequest) -> None:
-    if world.gateway.env["GATEWAY_DATA_PLANE"] == "envoy":
-        # Known gap: the drain count is the Python runtime's, which Envoy's streams bypass.
-        reason = "`regions drain --wait` does not yet see requests in flight in Envoy"
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
+    _known_envoy_drain_gap(world, request, strict=True)  # it never waits: always fails
     tf = Workspace(world, "bounded")
     tf.write_vars(
         {"eu-paris": _region(world.url("paris-canary"))}, admin_token=world.token, drain_timeout=1
