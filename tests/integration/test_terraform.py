@@ -33,6 +33,7 @@ from tests.integration.conftest import (
     set_faults,
     sim_requests,
 )
+from tests.integration.envoy_support import require_envoy
 
 pytestmark = pytest.mark.integration
 
@@ -96,18 +97,27 @@ def _admin_token(gateway: GatewayProcess) -> str:
     return done.stdout.strip()
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    """Simulators + a gateway seeded with Frankfurt only + an admin token."""
+@pytest.fixture(scope="module", params=["python", "envoy"])
+def world(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[World]:
+    """Simulators + a gateway seeded with Frankfurt only + an admin token, on each data plane:
+    the same Terraform runs unchanged against Envoy, which forwards the admin API."""
     if not Path(TERRAFORM).exists():
         pytest.fail(f"terraform binary not found (looked for {TERRAFORM})")
+    if request.param == "envoy":
+        require_envoy()
     root = tmp_path_factory.mktemp("terraform")
     specs = [SimulatorSpec(region_id=s, port=free_port(), models=tuple(MODELS)) for s in SIMULATORS]
     with SimulatorFleet(specs) as fleet:
         catalog = _write_catalog(root / "catalog.yaml", fleet)
         # Patient health checks: a loaded CI machine must not flap regions during the test.
-        health = {"GATEWAY_HEALTH_TIMEOUT": "5", "GATEWAY_HEALTH_FALL": "5"}
-        with GatewayProcess(catalog, root / "gateway", health) as gateway:
+        overrides = {
+            "GATEWAY_HEALTH_TIMEOUT": "5",
+            "GATEWAY_HEALTH_FALL": "5",
+            "GATEWAY_DATA_PLANE": request.param,
+        }
+        with GatewayProcess(catalog, root / "gateway", overrides, startup_timeout=90.0) as gateway:
             yield World(fleet, gateway, _admin_token(gateway), root)
 
 
@@ -332,7 +342,17 @@ def test_apply_update_destroy_and_routing_follows(world: World) -> None:
     print(f"\nterraform timings (s): { {k: round(v, 2) for k, v in tf.timings.items()} }")
 
 
-def test_destroy_waits_for_a_stream_in_flight(world: World) -> None:
+def _known_envoy_drain_gap(world: World, request: pytest.FixtureRequest, *, strict: bool) -> None:
+    """Known gap on the Envoy data plane: the drain's in-flight count is the Python runtime's,
+    which Envoy's requests bypass, so `regions drain --wait` does not wait for them."""
+    if world.gateway.env["GATEWAY_DATA_PLANE"] == "envoy":
+        reason = "`regions drain --wait` does not yet see requests in flight in Envoy"
+        request.applymarker(pytest.mark.xfail(strict=strict, reason=reason))
+
+
+def test_destroy_waits_for_a_stream_in_flight(world: World, request: pytest.FixtureRequest) -> None:
+    # Not strict: a destroy slower than the ~4 s stream passes without waiting for it.
+    _known_envoy_drain_gap(world, request, strict=False)
     gateway = world.gateway
     tf = Workspace(world, "drain")
     tf.env["GATEWAY_ADMIN_TOKEN"] = world.token  # token from the environment, not the state
@@ -379,7 +399,8 @@ def test_destroy_waits_for_a_stream_in_flight(world: World) -> None:
     assert region_document(world, "eu-paris") is None
 
 
-def test_destroy_wait_is_bounded(world: World) -> None:
+def test_destroy_wait_is_bounded(world: World, request: pytest.FixtureRequest) -> None:
+    _known_envoy_drain_gap(world, request, strict=True)  # it never waits: always fails
     tf = Workspace(world, "bounded")
     tf.write_vars(
         {"eu-paris": _region(world.url("paris-canary"))}, admin_token=world.token, drain_timeout=1

@@ -7,9 +7,10 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlsplit
 
 import pytest
@@ -22,7 +23,10 @@ from starlette.testclient import TestClient
 import gateway.telemetry.setup
 from gateway.app import create_app
 from gateway.cli import build_parser
+from gateway.envoy.serve import STOP_GRACE_S
+from gateway.envoy.shipper_setup import position_path
 from gateway.runtime import GatewayRuntime
+from gateway.server import UVICORN_OPTIONS
 from gateway.settings import ENV_PREFIX, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +35,8 @@ KUBERNETES = DEPLOY / "kubernetes"
 CONTAINERFILE = DEPLOY / "container" / "Containerfile"
 COLLECTOR_CONFIG = DEPLOY / "otel-collector" / "config.yaml"
 TERRAFORM = DEPLOY / "terraform"
+DECISION_LUA = ROOT / "gateway" / "envoy" / "decision.lua"
+DATA_PLANES: tuple[str, ...] = get_args(Settings.model_fields["data_plane"].annotation)
 NAMESPACE = "residency-gateway"
 _ENV_REF = re.compile(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
 
@@ -247,6 +253,91 @@ def test_containerfile_serves_on_its_exposed_port_as_non_root() -> None:
     copied = {c.split()[0] for c in re.findall(r"^COPY ([^\n]+)", text, re.MULTILINE)}
     for package in ("gateway", "regions", "compliance"):
         assert (ROOT / package).is_dir() and package in copied
+
+
+# -- data planes --------------------------------------------------------------------------
+
+
+def test_the_config_and_the_image_name_a_data_plane() -> None:
+    assert set(DATA_PLANES) == {"python", "envoy"}
+    config = _one("ConfigMap", "gateway-config")["data"]
+    assert config["GATEWAY_DATA_PLANE"] in DATA_PLANES
+    assert _containerfile_env()["GATEWAY_DATA_PLANE"] in DATA_PLANES
+
+
+def _mount_of(
+    container: dict[str, Any], volumes: list[dict[str, Any]], path: Path
+) -> dict[str, Any]:
+    """The volume `path` lives on (the deepest mount above it); fails on the root filesystem."""
+    mounts = [m for m in container["volumeMounts"] if path.is_relative_to(m["mountPath"])]
+    assert mounts, f"{path} is on the container's (read-only) root filesystem"
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    assert not mount.get("readOnly"), f"{path} is on a read-only mount"
+    return next(v for v in volumes if v["name"] == mount["name"])
+
+
+@pytest.mark.parametrize("data_plane", DATA_PLANES)
+def test_one_gateway_pod_serves_either_data_plane(
+    clean_environment: pytest.MonkeyPatch, data_plane: str
+) -> None:
+    """Switching GATEWAY_DATA_PLANE is all it takes: the same port, probes and volumes fit."""
+    deployment = _one("Deployment", "gateway")
+    pod = deployment["spec"]["template"]["spec"]
+    container = _container(deployment, "gateway")
+    env = _container_env(container)
+    for name, value in {**env, "GATEWAY_DATA_PLANE": data_plane}.items():
+        clean_environment.setenv(name, value)
+    settings = Settings()
+    assert settings.data_plane == data_plane
+    ipaddress.ip_address(settings.host)  # Envoy's listener takes no host name
+    # Only the public port is declared; xDS, Envoy's admin and the control app stay on loopback.
+    assert [p["containerPort"] for p in container["ports"]] == [settings.port]
+    assert settings.control_port != settings.port
+    # Envoy's access log and its shipping position survive a container restart: not on the
+    # root filesystem, on a writable pod volume (emptyDir: lost with the pod, said in README).
+    assert "GATEWAY_ENVOY_ACCESS_LOG_FLUSH_MS" in env, "state the access log's crash window"
+    log = settings.resolved_envoy_access_log
+    for path in (log, position_path(log), settings.data_dir / "envoy"):
+        volume = _mount_of(container, pod["volumes"], path)
+        assert "emptyDir" in volume or "persistentVolumeClaim" in volume, volume
+    # The stop: preStop, then Envoy's drain (envoy) and uvicorn's graceful shutdown.
+    pre_stop = int(container["lifecycle"]["preStop"]["exec"]["command"][-1])
+    stop = pre_stop + UVICORN_OPTIONS["timeout_graceful_shutdown"]
+    if data_plane == "envoy":
+        stop += STOP_GRACE_S
+    assert pod["terminationGracePeriodSeconds"] > stop
+
+
+def _build_check() -> str:
+    """The Containerfile's RUN that checks libcrypto and the Envoy binary, as one sh line."""
+    text = CONTAINERFILE.read_text("utf-8").replace("\\\n", " ")
+    runs = [
+        line[4:] for line in text.splitlines() if line.startswith("RUN ") and "--version" in line
+    ]
+    assert len(runs) == 1, "the image must run Envoy's --version at build time"
+    return runs[0]
+
+
+def test_the_image_build_checks_what_envoys_decision_loads(tmp_path: Path) -> None:
+    """The build fails without the libcrypto decision.lua loads or a runnable Envoy; the same
+    check passes here, with this environment's wheel and libcrypto."""
+    check = _build_check()
+    wanted = re.search(r"for _, name in ipairs\(\{([^}]*)\}\)", DECISION_LUA.read_text("utf-8"))
+    assert wanted, "decision.lua no longer lists the libcrypto names it loads"
+    names = re.findall(r'"([^"]+)"', wanted.group(1))
+    assert any(f"CDLL('{name}').SHA256" in check for name in names), (names, check)
+    assert "envoy_binary()" in check
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    done = subprocess.run(
+        ["sh", "-c", check],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": path},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "version:" in done.stdout
 
 
 # -- proxy trust --------------------------------------------------------------------------
