@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from compliance.snapshot import PolicySnapshot
+from gateway.envoy.translate import CLUSTER_TYPE, translate
 from regions.catalog import RegionStatus
 from regions.simulator.fleet import SimulatorFleet
 from tests.integration.conftest import DEMO_KEY, IP_DE, REGIONS
@@ -118,3 +119,20 @@ def test_draining_and_restoring_a_region_under_load_answers_every_request(
     assert [a for a in after_drain if a.region == DRAINED] == []
     # The restored region serves again: the pushes really changed Envoy's routing.
     assert any(a.region == DRAINED for a in answers if not a.drained_and_acked)
+
+
+def test_a_route_to_a_missing_cluster_gets_a_json_503(plane: DecidingEnvoy, catalog: Path) -> None:
+    # Should the routes ever name a cluster Envoy does not run (flag NC), the client gets our
+    # JSON error, not Envoy's empty 503. Built by hand: the clusters of DRAINED's lists removed.
+    resources = dict(translate(catalog_policy(catalog, 2), plane.options).by_type())
+    resources[CLUSTER_TYPE] = tuple(
+        (name, packed) for name, packed in resources[CLUSTER_TYPE] if DRAINED not in name
+    )
+    plane.server.set_snapshot("2-no-cluster", resources)
+    wait_for("the ACK of the broken snapshot", lambda: accepted(plane.server, NODE, "2-no-cluster"))
+    response = plane.post(CHAT, GERMAN)
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert (error["type"], error["code"]) == ("region_unavailable", "region_not_configured")
+    assert DRAINED in error["message"]
