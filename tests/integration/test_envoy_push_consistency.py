@@ -119,6 +119,8 @@ def test_draining_and_restoring_a_region_under_load_answers_every_request(
     assert [a for a in after_drain if a.region == DRAINED] == []
     # The restored region serves again: the pushes really changed Envoy's routing.
     assert any(a.region == DRAINED for a in answers if not a.drained_and_acked)
+    # The failover routes' header format loads without Envoy's deprecation warning.
+    assert "UPSTREAM_METADATA" not in plane.envoy.log()
 
 
 def test_a_route_to_a_missing_cluster_gets_a_json_503(plane: DecidingEnvoy, catalog: Path) -> None:
