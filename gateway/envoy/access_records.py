@@ -145,7 +145,8 @@ def _outcome(entry: AccessEntry) -> tuple[Outcome, int, str | None]:
         return REFUSALS.get(entry.refusal, Outcome.REFUSED), status, None
     if status == 0 or "DC" in flags:  # the client left: logged as 499, as the Python path
         return Outcome.ROUTED, CLIENT_CLOSED, served
-    if served is None and "UH" in flags:  # Envoy's own health checks: every region down
+    if served is None and flags & {"UH", "NC"}:  # every region down (health checks) or, NC,
+        # the chosen regions' cluster is missing from Envoy's configuration: none was tried
         return Outcome.UNAVAILABLE, status, None
     if served is None or status >= 500:
         return Outcome.UPSTREAM_ERROR, status, served

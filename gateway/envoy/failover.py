@@ -50,7 +50,7 @@ from regions.geo import ISO_COUNTRY_CODES, country_centroid, haversine_km
 from regions.selection import NEAR_TIER_KM
 
 Order = tuple[str, ...]
-ANSWERED_BY = '%UPSTREAM_METADATA(["residency", "region"])%'
+ANSWERED_BY = "%UPSTREAM_METADATA(residency:region)%"
 
 
 def _usable_masks(tables: DecisionTables) -> set[int]:

@@ -47,7 +47,7 @@ ANSWERED_HEADER = "x-residency-answered"
 DECISION_FRAGMENT = "%DYNAMIC_METADATA(envoy.filters.http.lua:explained)%"
 """`,"reasons":[...],"residency":{...}`: the decision's explanation, rendered as JSON members by
 the decision filter (empty where no decision was made: `omit_empty_values`)."""
-UPSTREAM_FAILURE_FLAGS = ("UF", "UR", "UC", "URX", "UT", "UO", "UMSDR", "NC", "UPE", "DF", "LR")
+UPSTREAM_FAILURE_FLAGS = ("UF", "UR", "UC", "URX", "UT", "UO", "UMSDR", "UPE", "DF", "LR")
 """Connect failure, reset, termination, retries exhausted, timeout, overflow, ...: the request was
 decided but no region gave an answer (a region's own 5xx is relayed as the Python path does)."""
 
@@ -192,6 +192,20 @@ def local_reply_config(limits: EdgeLimits) -> LocalReplyConfig:
                     "no healthy upstream)",
                     "region_unavailable",
                     "no_healthy_region",
+                    True,
+                ),
+                decided_headers,
+            ),
+            # NC (no cluster): the route names a cluster this Envoy does not run. The ADS server
+            # pushes make-before-break so this should not happen; if it does, no region was tried.
+            _mapper(
+                _flags("NC"),
+                503,
+                _error_body(
+                    f"no allowed region is reachable from this gateway right now "
+                    f"(%REQ({SELECTOR.upper()})%: not configured); retry shortly",
+                    "region_unavailable",
+                    "region_not_configured",
                     True,
                 ),
                 decided_headers,

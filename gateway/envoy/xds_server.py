@@ -6,135 +6,41 @@ Envoy's own message and nothing is re-sent until a newer snapshot arrives. Envoy
 rejected resource, but it does apply the valid resources of a rejected CDS/LDS response (and
 removes the ones it no longer names): the status keeps the last version Envoy accepted whole.
 Nothing is rolled back on a NACK on purpose: re-sending the previous snapshot would bring back
-regions the new policy removed.
+regions the new policy removed. The order of the responses on each stream (make-before-break,
+so a route never names a missing or cold cluster) is `xds_stream`'s.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 import grpc
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
-from envoy_data_plane.google.protobuf import Any
 
+from gateway.envoy.xds_stream import AdsStream, Resources, Snapshot, TypeStatus
+
+__all__ = ["METHOD", "SERVICE", "Resources", "Snapshot", "TypeStatus", "XdsServer"]
 logger = logging.getLogger(__name__)
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 METHOD = "StreamAggregatedResources"
-Resources = Mapping[str, Sequence[tuple[str, Any]]]
-"""Type URL -> (resource name, packed resource), as `EnvoyResources.by_type()` returns."""
-_WILDCARD = frozenset({"", "*"})
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """One internally consistent set of resources of every type, under one version."""
-
-    version: str
-    resources: Resources
-
-
-@dataclass(frozen=True, slots=True)
-class TypeStatus:
-    """What one Envoy did with one resource type: the version it accepted, the one it refused."""
-
-    accepted: str | None
-    rejected: str | None = None
-    error: str | None = None
-
-
-@dataclass(slots=True)
-class _TypeState:
-    names: frozenset[str] = frozenset()
-    sent_version: str | None = None
-    sent_nonce: str | None = None
-    status: TypeStatus = field(default_factory=lambda: TypeStatus(None))
 
 
 class _Closed:
     """Queue marker: the stream ended (Envoy went away or the server stops)."""
 
 
-class _Stream:
-    """One Envoy's ADS stream: its subscriptions and what it accepted, per type."""
+class _Stream(AdsStream):
+    """An `AdsStream` with the queue its handler thread serves."""
 
     def __init__(self, peer: str) -> None:
-        self.peer = peer
-        self.node_id = peer
+        super().__init__(peer)
         self.inbox: queue.SimpleQueue[DiscoveryRequest | Snapshot | _Closed] = queue.SimpleQueue()
-        self.types: dict[str, _TypeState] = {}
-        self._nonces = itertools.count(1)
-
-    def on_request(
-        self, request: DiscoveryRequest, snapshot: Snapshot | None
-    ) -> list[DiscoveryResponse]:
-        if request.node is not None and request.node.id:
-            self.node_id = request.node.id
-        state = self.types.setdefault(request.type_url, _TypeState())
-        names = frozenset(request.resource_names) - _WILDCARD
-        if request.response_nonce:
-            if request.response_nonce != state.sent_nonce:
-                return []  # answers a response we have since superseded
-            self._acknowledge(request, state)
-        elif request.version_info:
-            # A reconnecting Envoy says what it already runs.
-            state.status = TypeStatus(request.version_info)
-        # A new subscription list needs an answer only if this stream has sent the type before:
-        # a reconnecting Envoy that names what it already runs at our version needs nothing.
-        renamed = state.sent_version is not None and names != state.names
-        state.names = names
-        if snapshot is None:
-            return []
-        current = state.sent_version or (None if request.response_nonce else request.version_info)
-        if current == snapshot.version and not renamed:
-            return []
-        return [self._response(request.type_url, state, snapshot)]
-
-    def on_snapshot(self, snapshot: Snapshot) -> list[DiscoveryResponse]:
-        return [
-            self._response(type_url, state, snapshot)
-            for type_url, state in self.types.items()
-            if state.sent_version != snapshot.version
-        ]
-
-    def _acknowledge(self, request: DiscoveryRequest, state: _TypeState) -> None:
-        error = request.error_detail
-        if error is not None and (error.code or error.message):
-            state.status = TypeStatus(state.status.accepted, state.sent_version, error.message)
-            logger.warning(
-                "Envoy %s rejected %s version %s (keeps %s): %s",
-                self.node_id,
-                _short(request.type_url),
-                state.sent_version,
-                state.status.accepted,
-                error.message,
-            )
-        else:
-            state.status = TypeStatus(request.version_info)
-
-    def _response(self, type_url: str, state: _TypeState, snapshot: Snapshot) -> DiscoveryResponse:
-        resources = snapshot.resources.get(type_url, ())
-        if state.names:
-            resources = [(name, packed) for name, packed in resources if name in state.names]
-        state.sent_version = snapshot.version
-        state.sent_nonce = str(next(self._nonces))
-        return DiscoveryResponse(
-            version_info=snapshot.version,
-            resources=[packed for _, packed in resources],
-            type_url=type_url,
-            nonce=state.sent_nonce,
-        )
-
-
-def _short(type_url: str) -> str:
-    return type_url.rsplit(".", 1)[-1]
 
 
 class XdsServer:
@@ -229,7 +135,7 @@ class XdsServer:
             logger.info("Envoy %s disconnected from ADS", stream.node_id)
 
     def _record(self, stream: _Stream, responses: int) -> None:
-        statuses = MappingProxyType({t: s.status for t, s in stream.types.items()})
+        statuses = stream.statuses()
         with self._lock:
             self._statuses[stream.node_id] = statuses
             self.responses_sent += responses

@@ -87,6 +87,7 @@ def test_a_policy_version_missing_from_the_history_still_gives_a_record() -> Non
         ({"status": 503, "served_region": None, "flags": "UF"}, "upstream_error", 503),
         ({"status": 200, "flags": "DC"}, "routed", 499),
         ({"status": 503, "served_region": None, "flags": "UH"}, "unavailable", 503),
+        ({"status": 503, "served_region": None, "flags": "NC"}, "unavailable", 503),
     ],
 )
 def test_envoy_outcomes_map_to_the_python_paths(

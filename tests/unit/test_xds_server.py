@@ -9,13 +9,20 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
+from envoy_data_plane.envoy.config.cluster.v3 import Cluster
 from envoy_data_plane.envoy.config.core.v3 import Node
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any
 from envoy_data_plane.google.rpc import Status
 
 from compliance.snapshot import PolicySnapshot
-from gateway.envoy.translate import CLUSTER_TYPE, ROUTE_CONFIG_NAME, ROUTE_TYPE, EnvoyOptions
+from gateway.envoy.translate import (
+    CLUSTER_TYPE,
+    LISTENER_TYPE,
+    ROUTE_CONFIG_NAME,
+    ROUTE_TYPE,
+    EnvoyOptions,
+)
 from gateway.envoy.translate import translate as translate_policy
 from gateway.envoy.xds_server import METHOD, SERVICE, XdsServer
 from tests.factories import region
@@ -60,6 +67,10 @@ class FakeEnvoy:
 
     def receive(self) -> DiscoveryResponse:
         return self._responses.get(timeout=TIMEOUT)
+
+    def receive_nothing(self) -> DiscoveryResponse:
+        """Raise queue.Empty unless a response arrives within a short wait."""
+        return self._responses.get(timeout=0.5)
 
     def ack(self, response: DiscoveryResponse, **fields: object) -> None:
         self.send(
@@ -160,3 +171,69 @@ def test_a_snapshot_is_pushed_to_every_stream_and_named_subscriptions_get_only_t
     assert [envoy.receive().version_info for envoy in envoys] == [second] * 3
     for envoy in envoys:
         envoy.close()
+
+
+def _two_region_resources(version: int, *region_ids: str) -> dict[str, tuple[tuple[str, Any], ...]]:
+    regions = [region(r, "DE") for r in region_ids]
+    translated = translate_policy(PolicySnapshot(version, (), regions, ()), EnvoyOptions())
+    return dict(translated.by_type())
+
+
+def _cluster_names(response: DiscoveryResponse) -> set[str]:
+    return {Cluster.parse(r.value).name for r in response.resources}
+
+
+def test_a_snapshot_removing_clusters_is_sent_make_before_break(server: XdsServer) -> None:
+    server.set_snapshot("1", _two_region_resources(1, "eu-frankfurt", "uk-london"))
+    envoy = FakeEnvoy(server, "edge-1")
+    envoy.send(CLUSTER_TYPE)
+    first_cds = envoy.receive()
+    envoy.ack(first_cds)
+    envoy.send(LISTENER_TYPE)
+    envoy.ack(envoy.receive())
+    envoy.send(ROUTE_TYPE, resource_names=[ROUTE_CONFIG_NAME])
+    envoy.ack(envoy.receive(), resource_names=[ROUTE_CONFIG_NAME])
+    _wait(lambda: server.statuses()["edge-1"][ROUTE_TYPE].accepted == "1", server)
+    assert _cluster_names(first_cds) == {"region_eu-frankfurt", "region_uk-london"}
+
+    server.set_snapshot("2", _two_region_resources(2, "eu-frankfurt"))
+    union = envoy.receive()  # 1. CDS with the old clusters kept, nothing else until its ACK
+    assert union.type_url == CLUSTER_TYPE
+    assert union.version_info == "2+kept"
+    assert _cluster_names(union) == {"region_eu-frankfurt", "region_uk-london"}
+    with pytest.raises(queue.Empty):
+        envoy.receive_nothing()
+    envoy.ack(union)
+    listeners, routes = envoy.receive(), envoy.receive()  # 2. LDS, then RDS
+    assert (listeners.type_url, routes.type_url) == (LISTENER_TYPE, ROUTE_TYPE)
+    assert listeners.version_info == routes.version_info == "2"
+    envoy.ack(listeners)
+    with pytest.raises(queue.Empty):
+        envoy.receive_nothing()  # the routes still name the kept cluster until Envoy ACKs them
+    envoy.ack(routes, resource_names=[ROUTE_CONFIG_NAME])
+    final = envoy.receive()  # 3. CDS without the removed cluster
+    assert (final.type_url, final.version_info) == (CLUSTER_TYPE, "2")
+    assert _cluster_names(final) == {"region_eu-frankfurt"}
+    envoy.ack(final)
+    _wait(lambda: server.statuses()["edge-1"][CLUSTER_TYPE].accepted == "2", server)
+    envoy.close()
+
+
+def test_routes_naming_added_clusters_wait_for_the_cds_ack(server: XdsServer) -> None:
+    server.set_snapshot("1", _two_region_resources(1, "eu-frankfurt"))
+    envoy = FakeEnvoy(server, "edge-1")
+    envoy.send(CLUSTER_TYPE)
+    envoy.ack(envoy.receive())
+    envoy.send(ROUTE_TYPE, resource_names=[ROUTE_CONFIG_NAME])
+    envoy.ack(envoy.receive(), resource_names=[ROUTE_CONFIG_NAME])
+    _wait(lambda: server.statuses()["edge-1"][ROUTE_TYPE].accepted == "1", server)
+    server.set_snapshot("2", _two_region_resources(2, "eu-frankfurt", "uk-london"))
+    clusters = envoy.receive()
+    assert (clusters.type_url, clusters.version_info) == (CLUSTER_TYPE, "2")  # nothing removed
+    assert _cluster_names(clusters) == {"region_eu-frankfurt", "region_uk-london"}
+    with pytest.raises(queue.Empty):
+        envoy.receive_nothing()  # Envoy holds the CDS ACK back while the new cluster warms
+    envoy.ack(clusters)
+    routes = envoy.receive()
+    assert (routes.type_url, routes.version_info) == (ROUTE_TYPE, "2")
+    envoy.close()
