@@ -27,7 +27,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._lock = threading.Lock()
         self._spans: list[tuple[str, Span]] = []
 
-    def Export(  # noqa: N802 - the generated servicer's method name
+    def Export(
         self, request: ExportTraceServiceRequest, context: Any
     ) -> ExportTraceServiceResponse:
         with self._lock:
