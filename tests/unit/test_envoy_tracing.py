@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from gateway.envoy.options import options_from_settings
 from gateway.envoy.tracing import (
     COLLECTOR_CLUSTER,
     DECISION_NAMESPACE,
@@ -16,6 +17,7 @@ from gateway.envoy.tracing import (
     collector_address,
 )
 from gateway.envoy.translate import EnvoyOptions, plain, translate
+from gateway.settings import Settings
 from tests.unit.test_envoy_translate import GOLDEN_DATE, GOLDEN_GEOIP, _snapshot
 
 DECISION_LUA = Path(__file__).parents[2] / "gateway" / "envoy" / "decision.lua"
@@ -97,3 +99,10 @@ def test_collector_address(endpoint: str, address: tuple[str, int]) -> None:
 def test_collector_address_refuses_what_envoy_would_not_reach(endpoint: str) -> None:
     with pytest.raises(ValueError, match="OTLP endpoint"):
         collector_address(endpoint)
+
+
+def test_settings_choose_the_collector_and_name_envoy_after_the_gateway() -> None:
+    settings = Settings(envoy_otlp_endpoint="http://127.0.0.1:4317", otel_service_name="rg")
+    options = options_from_settings(settings, on=GOLDEN_DATE)
+    assert options.otlp_endpoint == "http://127.0.0.1:4317"
+    assert options.otlp_service_name == "rg-envoy"
