@@ -12,10 +12,14 @@ from datetime import timedelta
 from urllib.parse import urlsplit
 
 from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
+from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation
 from envoy_data_plane.envoy.config.core.v3 import (
     Address,
     GrpcService,
     GrpcServiceEnvoyGrpc,
+    HeaderValue,
+    HeaderValueOption,
+    HeaderValueOptionHeaderAppendAction,
     Http2ProtocolOptions,
     SocketAddress,
 )
@@ -26,8 +30,13 @@ from envoy_data_plane.envoy.config.endpoint.v3 import (
     LocalityLbEndpoints,
 )
 from envoy_data_plane.envoy.config.trace.v3 import OpenTelemetryConfig, TracingHttp
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import (
+    HeaderMutation as HeaderMutationFilter,
+)
+from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import Mutations
 from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
     HttpConnectionManagerTracing,
+    HttpFilter,
 )
 from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
     HttpProtocolOptions,
@@ -58,6 +67,9 @@ SPAN_TAGS: tuple[tuple[str, str, str], ...] = (
     ("residency.refusal", RECORD_NAMESPACE, "refusal"),
 )
 """(span tag, metadata namespace, key) for each residency attribute Envoy's spans carry."""
+RESPONSE_TRACEPARENT = "00-%TRACE_ID%-%SPAN_ID%-01"
+"""The `traceparent` returned to the client: Envoy's server span of the request. Envoy has no
+operator for the sampled flag; it samples every request unless a client's parent says not to."""
 _PROTOCOL_OPTIONS = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 
 
@@ -108,6 +120,19 @@ def collector_cluster(endpoint: str, connect_timeout: float) -> Cluster:
             endpoints=[LocalityLbEndpoints(lb_endpoints=[LbEndpoint(endpoint=Endpoint(address))])],
         ),
     )
+
+
+def traceparent_response_filter() -> HttpFilter:
+    """Sets the response's `traceparent`, also on Envoy's own answers (the first filter sees
+    the local replies of every later one)."""
+    header = HeaderValueOption(
+        header=HeaderValue(key="traceparent", value=RESPONSE_TRACEPARENT),
+        append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD,
+    )
+    mutation = HeaderMutationFilter(
+        mutations=Mutations(response_mutations=[HeaderMutation(append=header)])
+    )
+    return HttpFilter(name="residency.trace_response", typed_config=Any.pack(mutation))
 
 
 def _metadata_tag(tag: str, namespace: str, key: str) -> CustomTag:

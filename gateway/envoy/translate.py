@@ -93,7 +93,11 @@ from gateway.envoy.limits import (
 )
 from gateway.envoy.local_replies import local_reply_config
 from gateway.envoy.tables import build_tables
-from gateway.envoy.tracing import collector_cluster, listener_tracing
+from gateway.envoy.tracing import (
+    collector_cluster,
+    listener_tracing,
+    traceparent_response_filter,
+)
 from regions.catalog import Region, RegionStatus
 
 proto_speed.install()
@@ -274,6 +278,7 @@ def _listener(options: EnvoyOptions) -> Listener:
         access_log=[file_access_log(options.access_log_path)] if options.access_log_path else [],
         tracing=listener_tracing(options.otlp_service_name) if options.otlp_endpoint else None,
         http_filters=[
+            *([traceparent_response_filter()] if options.otlp_endpoint else []),
             body_limit_filter(limits),
             *(decision_filters(options.geoip_database) if options.decision_on else []),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),

@@ -65,6 +65,8 @@ def test_a_request_exports_a_server_span_and_an_upstream_span_with_the_decision(
     # The region's parent is the attempt's span, itself a child of the request's.
     assert upstream.span_id.hex() == parent_hex
     assert upstream.parent_span_id == server.span_id
+    # The client is told the trace and Envoy's span for its request.
+    assert response.headers["traceparent"] == f"00-{trace_hex}-{server.span_id.hex()}-01"
     for span in (server, upstream):
         attributes = tags(span)
         assert attributes["residency.decision_id"] == decision
@@ -95,3 +97,17 @@ def test_a_client_traceparent_is_continued_to_the_region(
         if span.kind == Span.SPAN_KIND_SERVER
     ]
     assert [span.parent_span_id.hex() for span in servers] == [parent_hex]
+
+
+def test_envoy_s_own_refusal_returns_the_traceparent_of_its_exported_span(
+    traced: tuple[DecidingEnvoy, OtlpReceiver],
+) -> None:
+    plane, receiver = traced
+    response = plane.post(CHAT, {"X-Forwarded-For": IP_DE})
+    assert response.status_code == 401, response.text
+    _, trace_hex, span_hex, _ = response.headers["traceparent"].split("-")
+    spans = receiver.wait_for(
+        "the refused request's span", lambda s: bool(_in_trace(s, bytes.fromhex(trace_hex)))
+    )
+    (span,) = [span for _, span in _in_trace(spans, bytes.fromhex(trace_hex))]
+    assert (span.kind, span.span_id.hex()) == (Span.SPAN_KIND_SERVER, span_hex)

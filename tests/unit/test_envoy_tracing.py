@@ -41,7 +41,9 @@ def _manager(options: EnvoyOptions) -> dict[str, Any]:
 
 def test_tracing_is_off_without_an_otlp_endpoint() -> None:
     resources = translate(_snapshot(), EnvoyOptions(decision_on=GOLDEN_DATE))
-    assert "tracing" not in _manager(EnvoyOptions(decision_on=GOLDEN_DATE))
+    manager = _manager(EnvoyOptions(decision_on=GOLDEN_DATE))
+    assert "tracing" not in manager
+    assert "residency.trace_response" not in {f["name"] for f in manager["http_filters"]}
     assert COLLECTOR_CLUSTER not in {c.name for c in resources.clusters}
 
 
@@ -106,3 +108,13 @@ def test_settings_choose_the_collector_and_name_envoy_after_the_gateway() -> Non
     options = options_from_settings(settings, on=GOLDEN_DATE)
     assert options.otlp_endpoint == "http://127.0.0.1:4317"
     assert options.otlp_service_name == "rg-envoy"
+
+
+def test_the_first_filter_returns_the_traceparent_so_local_replies_carry_it_too() -> None:
+    first = _manager(TRACED)["http_filters"][0]
+    assert first["name"] == "residency.trace_response"
+    (mutation,) = first["typed_config"]["mutations"]["response_mutations"]
+    assert mutation["append"]["header"] == {
+        "key": "traceparent",
+        "value": "00-%TRACE_ID%-%SPAN_ID%-01",
+    }
