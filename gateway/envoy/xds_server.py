@@ -23,6 +23,8 @@ from types import MappingProxyType
 import grpc
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +33,7 @@ METHOD = "StreamAggregatedResources"
 Resources = Mapping[str, Sequence[tuple[str, Any]]]
 """Type URL -> (resource name, packed resource), as `EnvoyResources.by_type()` returns."""
 _WILDCARD = frozenset({"", "*"})
+TRACER_NAME = "residency_gateway.xds"
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +141,20 @@ def _short(type_url: str) -> str:
 
 
 class XdsServer:
-    """An ADS server on `host:port` (port 0: any free port) serving `set_snapshot`'s snapshots."""
+    """An ADS server on `host:port` (port 0: any free port) serving `set_snapshot`'s snapshots.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_streams: int = 64) -> None:
+    `tracer` records a span per snapshot push (default: the global provider's, a no-op unless
+    one is set)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_streams: int = 64,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._host, self._port = host, port
+        self._tracer = tracer or trace.get_tracer(TRACER_NAME)
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._streams: set[_Stream] = set()
@@ -180,11 +193,19 @@ class XdsServer:
     def set_snapshot(self, version: str, resources: Resources) -> None:
         """Serve this snapshot from now on and push it to every connected Envoy at once."""
         snapshot = Snapshot(version, MappingProxyType({k: tuple(v) for k, v in resources.items()}))
-        with self._lock:
-            self._snapshot = snapshot
-            streams = list(self._streams)
-        for stream in streams:
-            stream.inbox.put(snapshot)
+        with self._tracer.start_as_current_span("xds.push") as span:
+            with self._lock:
+                self._snapshot = snapshot
+                streams = list(self._streams)
+            for stream in streams:
+                stream.inbox.put(snapshot)
+            span.set_attributes(
+                {
+                    "xds.version": version,
+                    "xds.envoys": sorted(stream.node_id for stream in streams),
+                    **{f"xds.resources.{_short(t)}": len(r) for t, r in snapshot.resources.items()},
+                }
+            )
 
     @property
     def version(self) -> str | None:
