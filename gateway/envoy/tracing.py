@@ -46,6 +46,7 @@ from envoy_data_plane.envoy.type.metadata.v3 import (
     MetadataKey,
     MetadataKeyPathSegment,
     MetadataKind,
+    MetadataKindHost,
     MetadataKindRequest,
 )
 from envoy_data_plane.envoy.type.tracing.v3 import CustomTag, CustomTagMetadata
@@ -67,6 +68,9 @@ SPAN_TAGS: tuple[tuple[str, str, str], ...] = (
     ("residency.refusal", RECORD_NAMESPACE, "refusal"),
 )
 """(span tag, metadata namespace, key) for each residency attribute Envoy's spans carry."""
+ATTEMPT_REGION_TAG = "residency.upstream_region"
+"""The region an attempt was sent to (the endpoint's metadata, translate._region_metadata); on
+the request's span, the last one tried. `residency.region` is the decision's first choice."""
 RESPONSE_TRACEPARENT = "00-%TRACE_ID%-%SPAN_ID%-01"
 """The `traceparent` returned to the client: Envoy's server span of the request. Envoy has no
 operator for the sampled flag; it samples every request unless a client's parent says not to."""
@@ -97,7 +101,10 @@ def listener_tracing(service_name: str) -> HttpConnectionManagerTracing:
     return HttpConnectionManagerTracing(
         provider=TracingHttp(name="envoy.tracers.opentelemetry", typed_config=Any.pack(tracer)),
         spawn_upstream_span=True,
-        custom_tags=[_metadata_tag(*tag) for tag in SPAN_TAGS],
+        custom_tags=[
+            *(_metadata_tag(*tag) for tag in SPAN_TAGS),
+            _metadata_tag(ATTEMPT_REGION_TAG, RECORD_NAMESPACE, "region", host=True),
+        ],
     )
 
 
@@ -135,11 +142,16 @@ def traceparent_response_filter() -> HttpFilter:
     return HttpFilter(name="residency.trace_response", typed_config=Any.pack(mutation))
 
 
-def _metadata_tag(tag: str, namespace: str, key: str) -> CustomTag:
+def _metadata_tag(tag: str, namespace: str, key: str, *, host: bool = False) -> CustomTag:
+    kind = (
+        MetadataKind(host=MetadataKindHost())
+        if host
+        else MetadataKind(request=MetadataKindRequest())
+    )
     return CustomTag(
         tag=tag,
         metadata=CustomTagMetadata(
-            kind=MetadataKind(request=MetadataKindRequest()),
+            kind=kind,
             metadata_key=MetadataKey(key=namespace, path=[MetadataKeyPathSegment(key=key)]),
         ),
     )

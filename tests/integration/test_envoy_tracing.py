@@ -10,7 +10,7 @@ import pytest
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from regions.simulator.fleet import SimulatorFleet
-from tests.integration.conftest import DEMO_KEY, GDPR_ALLOWED, IP_DE, REGIONS
+from tests.integration.conftest import DEMO_KEY, GDPR_ALLOWED, IP_DE, REGIONS, set_faults
 from tests.integration.envoy_decision_support import (
     DecidingEnvoy,
     catalog_policy,
@@ -111,3 +111,28 @@ def test_envoy_s_own_refusal_returns_the_traceparent_of_its_exported_span(
     )
     (span,) = [span for _, span in _in_trace(spans, bytes.fromhex(trace_hex))]
     assert (span.kind, span.span_id.hex()) == (Span.SPAN_KIND_SERVER, span_hex)
+
+
+def test_a_failover_exports_one_upstream_span_per_attempt(
+    traced: tuple[DecidingEnvoy, OtlpReceiver], fleet: SimulatorFleet
+) -> None:
+    plane, receiver = traced
+    set_faults(fleet, "eu-frankfurt", error_rate=1.0, error_status=500)
+    headers = {"Authorization": f"Bearer {DEMO_KEY}", "X-Forwarded-For": IP_DE}
+    response = plane.post(CHAT, headers)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-residency-region"] == "uk-london"
+    trace_id = bytes.fromhex(response.headers["traceparent"].split("-")[1])
+    spans = receiver.wait_for(
+        "two attempts",
+        lambda s: sum(sp.kind == Span.SPAN_KIND_CLIENT for _, sp in _in_trace(s, trace_id)) >= 2,
+    )
+    attempts = [
+        span for _, span in _in_trace(spans, trace_id) if span.kind == Span.SPAN_KIND_CLIENT
+    ]
+    # Both attempts carry the decision; each names the region it was sent to.
+    assert [tags(a)["residency.upstream_region"] for a in attempts] == ["eu-frankfurt", "uk-london"]
+    assert [tags(a)["http.status_code"] for a in attempts] == ["500", "200"]
+    assert {tags(a)["residency.decision_id"] for a in attempts} == {
+        response.headers["x-residency-decision"]
+    }

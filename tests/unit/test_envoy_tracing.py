@@ -83,6 +83,10 @@ def test_span_tags_read_the_request_metadata_the_decision_writes() -> None:
     for namespace, path in read.values():
         assert (namespace, path[0]["key"]) in written
     assert len(read) == len(SPAN_TAGS)
+    # The attempt's region: the endpoint's metadata (translate._region_metadata), not the request's.
+    (attempt,) = [t for t in tags if "host" in t["metadata"]["kind"]]
+    assert attempt["tag"] == "residency.upstream_region"
+    assert attempt["metadata"]["metadata_key"] == {"key": "residency", "path": [{"key": "region"}]}
 
 
 @pytest.mark.parametrize(
