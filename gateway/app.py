@@ -57,6 +57,7 @@ def _api(runtime: GatewayRuntime) -> FastAPI:
         store=runtime.store,
         snapshot=snapshot,
         request_refresh=runtime.request_refresh,
+        serves=runtime.serves,
         inflight=runtime.inflight,
         health=runtime.health_tracker,
         max_body_bytes=runtime.settings.max_body_bytes,

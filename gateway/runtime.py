@@ -7,7 +7,7 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -127,6 +127,9 @@ class GatewayRuntime:
             else None
         )
         self._refresh_wanted = asyncio.Event()
+        self._policy_listeners: list[Callable[[PolicySnapshot], None]] = []
+        self._readiness_parts: dict[str, Callable[[], Mapping[str, Any]]] = {}
+        self._serving_checks: list[Callable[[int], bool]] = []
         self.change_feed: ChangeFeed | None = None
         if settings.change_feed and supports_notify(settings.resolved_database_url):
             self.change_feed = ChangeFeed(
@@ -166,6 +169,35 @@ class GatewayRuntime:
     def policy_loaded(self) -> bool:
         """True once there is a snapshot to decide against (none: requests get 503)."""
         return self._snapshot is not None
+
+    def add_policy_listener(self, listener: Callable[[PolicySnapshot], None]) -> None:
+        """Call `listener` (on the event loop; it must not block) with every policy the runtime
+        starts routing on, from the database or the verified cache, the current one first."""
+        self._policy_listeners.append(listener)
+        if self._snapshot is not None:
+            listener(self._snapshot.policy)
+
+    def add_readiness_part(self, name: str, report: Callable[[], Mapping[str, Any]]) -> None:
+        """Add `name: report()` to /readyz; a report with `ready: false` makes it 503 and its
+        `status` (if not "ok") is the readiness status."""
+        self._readiness_parts[name] = report
+
+    def add_serving_check(self, check: Callable[[int], bool]) -> None:
+        """A data plane outside this process: policy version v is served only once `check(v)`
+        (Envoy: once every connected Envoy accepted it)."""
+        self._serving_checks.append(check)
+
+    def serves(self, version: int) -> bool:
+        """True once new requests are decided by policy `version` or newer (admin writes wait
+        for it before answering)."""
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.policy.version < version:
+            return False
+        return all(check(version) for check in self._serving_checks)
+
+    def _policy_installed(self, policy: PolicySnapshot) -> None:
+        for listener in self._policy_listeners:
+            listener(policy)
 
     def publish_health(self, view: HealthView) -> None:
         """Swap in a new health view (called by the prober)."""
@@ -208,6 +240,7 @@ class GatewayRuntime:
         self._snapshot = RoutingSnapshot(policy) if current is None else current.with_policy(policy)
         self.snapshot_source = "database"
         self.snapshot_loaded_at = time.monotonic()
+        self._policy_installed(policy)
         if self.snapshot_cache is not None:  # only when the version changed: rare
             await asyncio.to_thread(self.snapshot_cache.save, policy)
 
@@ -218,6 +251,7 @@ class GatewayRuntime:
             return
         self._snapshot = RoutingSnapshot(cached.policy)
         self.snapshot_source = "cache"
+        self._policy_installed(cached.policy)
         age = max(0.0, time.time() - cached.written_at.timestamp())
         self.snapshot_loaded_at = time.monotonic() - age
         logger.warning(
@@ -307,7 +341,7 @@ class GatewayRuntime:
                 f"degraded: routing log stuck at segment {stuck[0].segment} "
                 f"offset {stuck[0].offset}"
             )
-        return {
+        report = {
             "ready": snapshot is not None,
             "status": status,
             "snapshot_source": self.snapshot_source,
@@ -326,6 +360,13 @@ class GatewayRuntime:
                 else {"state": "ok"}
             ),
         }
+        for name, part_report in self._readiness_parts.items():
+            part = dict(part_report())
+            report[name] = part
+            if part.get("status", "ok") != "ok" and report["ready"]:
+                report["status"] = part["status"]
+            report["ready"] = bool(report["ready"] and part.get("ready", True))
+        return report
 
     async def stop(self) -> None:
         """Stop background tasks, write queued records, close connections."""

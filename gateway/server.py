@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Iterator
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from pydantic import ValidationError
@@ -31,6 +32,15 @@ from gateway.telemetry.fast_paths import log_fast_paths
 from regions.simulator.fleet import SimulatorFleet, SimulatorSpec, SimulatorStartError
 
 logger = logging.getLogger(__name__)
+UVICORN_OPTIONS: dict[str, Any] = {
+    "loop": "uvloop",
+    "http": "gateway.http.protocol:CoalescingHttpToolsProtocol",
+    "access_log": False,
+    "proxy_headers": False,  # X-Forwarded-For is judged by gateway.http.client_address only
+    "log_level": "info",
+    "timeout_graceful_shutdown": 10,
+}
+"""How uvicorn serves the gateway's app (both data planes)."""
 
 
 def app_factory() -> ASGIApp:
@@ -171,19 +181,23 @@ def serve(settings: Settings, simulator_ports: SimulatorPorts | None = None) -> 
 
 
 def _run(settings: Settings, simulator_ports: SimulatorPorts | None) -> None:
+    if settings.data_plane == "envoy":  # before anything is created or started
+        from gateway.envoy.serve import preflight
+
+        preflight(settings)
     seeded = _prepare(settings, simulator_ports)
     log_fast_paths()
     with simulated_regions(settings, None if seeded else simulator_ports):
+        if settings.data_plane == "envoy":
+            from gateway.envoy.serve import serve_envoy
+
+            serve_envoy(settings)
+            return
         uvicorn.run(
             "gateway.server:app_factory",
             factory=True,
             host=settings.host,
             port=settings.port,
             workers=settings.workers,
-            loop="uvloop",
-            http="gateway.http.protocol:CoalescingHttpToolsProtocol",
-            access_log=False,
-            proxy_headers=False,  # X-Forwarded-For is judged by gateway.http.client_address only
-            log_level="info",
-            timeout_graceful_shutdown=10,
+            **UVICORN_OPTIONS,
         )

@@ -80,6 +80,20 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="listen address")
     port: int = Field(8080, ge=1, le=65535, description="listen port")
     workers: int = Field(1, ge=1, le=64, description="worker processes (one per core)")
+    data_plane: Literal["python", "envoy"] = Field(
+        "python",
+        description="who carries inference requests: python (the gateway's own data path) or "
+        "envoy (a supervised Envoy on host:port deciding with pushed tables; the Python app "
+        "moves to control_port behind it, workers sets Envoy's threads)",
+    )
+    control_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="with data_plane=envoy: loopback port of the Python app (admin, audit, "
+        "console, metrics, health) that Envoy forwards every non-inference path to; "
+        "0: a free port chosen at start (only Envoy needs to know it)",
+    )
     config: Path | None = Field(
         None,
         description="settings file of GATEWAY_*=value lines, read below the environment; "

@@ -1,31 +1,35 @@
 #!/usr/bin/env python3
-"""Gateway overhead benchmark (issue 5): the gateway against a direct path and a naive proxy.
+"""Gateway overhead benchmark (issues 5 and 15): both data planes against a direct path and a
+naive proxy.
 
-Starts a fast fake upstream (core 1), a naive passthrough proxy and the gateway (`python -m
-gateway.cli serve`, embedded defaults, full pipeline: GeoIP, policy, selection, routing record,
-tracing with the default sampler) pinned to core 0, and measures from core 1: one client,
-open-loop fixed rates, peak req/s (wrk), SSE streaming, RSS over many requests, optionally a
-py-spy profile and an N-worker run. Writes bench-results/gateway.json and gateway.png.
+Starts a fast fake upstream (core 1), then pinned to core 0: a naive aiohttp passthrough, the
+Python gateway (`python -m gateway.cli serve`, embedded defaults, full pipeline: GeoIP, policy,
+selection, routing record, tracing with the default sampler) and, with `--data-plane envoy`
+(default), two Envoys (`--concurrency 1`) driven by our ADS server: plain passthrough (the
+ceiling) and the in-Envoy decision (bench.envoy_plane). From core 1 it measures, in interleaved
+rounds: one client, open-loop fixed rates, peak req/s (wrk), SSE streaming; then xDS
+push-to-use, RSS over many requests, optionally a py-spy profile and an N-worker run. Ratios
+compare paths run side by side. Writes bench-results/gateway.json and gateway.png.
 
-    ./dev bench-gateway            full run (1,000,000 requests for the memory figure)
-    ./dev bench-gateway --quick    a short smoke run of everything
+    ./dev bench-gateway                        full run (1,000,000 requests for the memory figure)
+    ./dev bench-gateway --quick                a short smoke run of everything
+    ./dev bench-gateway --data-plane python    without the Envoy rows
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import platform
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +37,12 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench import peak, procs, profile, report
+from bench import envoy_plane, figures, gateway_phases, peak, procs, push, report
 from bench.harness import (
+    BODY,
     CLIENT_IP,
     GATEWAY_CORE,
+    INFERENCE_PATH,
     LOAD_CORE,
     PYTHON,
     REPO,
@@ -51,6 +57,22 @@ from bench.harness import (
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="short smoke run of every phase")
+    p.add_argument(
+        "--data-plane",
+        choices=("envoy", "python"),
+        default="envoy",
+        help="envoy (default): also plain Envoy and Envoy with the in-Envoy decision, each on "
+        "one core; python: only direct, naive and the Python gateway",
+    )
+    p.add_argument(
+        "--envoy-access-log",
+        action="store_true",
+        help="the decision Envoy also writes its JSON access log (the Envoy routing records' "
+        "source) to the temporary directory",
+    )
+    p.add_argument(
+        "--push-rounds", type=int, help="xDS drain/restore pushes timed (default 10, --quick 4)"
+    )
     p.add_argument("--requests", type=int, help="requests for the RSS figure (default 1,000,000)")
     p.add_argument("--single", type=int, help="sequential requests at one client (default 2,000)")
     p.add_argument("--rates", default="500,1000,2000", help="open-loop offered rates, req/s")
@@ -95,6 +117,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "peak_rounds": 1 if quick else 3,
         "streams": 30 if quick else 200,
         "profile_duration": 4.0 if quick else 10.0,
+        "push_rounds": 4 if quick else 10,
     }
     for name, value in defaults.items():
         if getattr(args, name) is None:
@@ -125,15 +148,19 @@ async def run(bench: Bench) -> dict[str, Any]:
     smoke(bench.ports["gateway"], stream=True)
     bench.gateway_ok += 2
     results["meta"]["routed_to"] = headers.get("x-residency-region")
+    planes = start_envoys(bench) if args.data_plane == "envoy" else {}
+    envoy_paths = tuple(planes)
     bench.payloads()
-    paths = report.PATHS
+    paths = ("direct", "naive", *envoy_paths, "gateway")
+    results["meta"]["paths"] = paths
     for name in paths:  # warm-up: connection pools, caches, JIT-free but lazy imports
         await bench.closed(name, 2_000 if not args.quick else 500, 8)
     results["memory"] = {"rss_startup_mib": mib(procs.rss_kib(bench.gateway_pid))}
 
     bench.checkpoint(results)
-    say(f"one client: {args.single} sequential requests per path")
-    results["single_client"] = {n: await bench.closed(n, args.single, 1) for n in paths}
+    say(f"one client: {args.single} sequential requests per path, {args.peak_rounds} rounds")
+    single = await interleaved(paths, args.peak_rounds, lambda n: bench.closed(n, args.single, 1))
+    results["single_client"] = {n: figures.merge_runs(runs) for n, runs in single.items()}
 
     bench.checkpoint(results)
     results["open_loop"] = {n: [] for n in paths}
@@ -144,28 +171,45 @@ async def run(bench: Bench) -> dict[str, Any]:
             await asyncio.sleep(0.3)
 
     bench.checkpoint(results)
-    rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
-    for number in range(1, args.peak_rounds + 1):
-        for name in paths:  # interleaved: a slow spell of the machine hits every path alike
-            say(
-                f"peak (wrk, {args.peak_connections} connections, {args.peak_duration:g}s, "
-                f"round {number}/{args.peak_rounds}): {name}"
-            )
-            rounds[name].append(await bench.wrk(name))
-            await asyncio.sleep(0.5)
+    say(
+        f"peak (wrk, {args.peak_connections} connections, {args.peak_duration:g}s, "
+        f"{args.peak_rounds} interleaved rounds)"
+    )
+    rounds = await interleaved(paths, args.peak_rounds, bench.wrk, pause=0.5, say=say)
     results["peak"] = {name: peak.median_of_rounds(runs) for name, runs in rounds.items()}
 
     bench.checkpoint(results)
-    say(f"streaming: {args.streams} streams of {args.chunks} chunks per path")
-    results["streaming"] = {n: await bench.streams(n) for n in paths}
+    per_round = -(-args.streams // args.peak_rounds)
+    say(f"streaming: {per_round} streams of {args.chunks} chunks per path and round")
+    streamed = await interleaved(paths, args.peak_rounds, lambda n: bench.streams(n, per_round))
+    results["streaming"] = {n: figures.merge_runs(runs) for n, runs in streamed.items()}
+
+    bench.checkpoint(results)
+    if bench.policy is not None and args.push_rounds > 0:
+        region = results["meta"]["routed_to"]
+        say(f"xDS push-to-use: {args.push_rounds} pushes draining/restoring {region}")
+        request = (INFERENCE_PATH, bench.headers(envoy_plane.DECISION), BODY)
+        results["push_to_use"] = await asyncio.to_thread(
+            push.push_to_use,
+            planes[envoy_plane.DECISION],
+            bench.policy,
+            region,
+            args.push_rounds,
+            request,
+        )
+    if planes:
+        results["envoy_stats"] = {n: plane.stats() for n, plane in planes.items()}
+        bench.stop_envoys()
 
     bench.checkpoint(results)
     if args.profile:
-        results["profile"] = await profile_gateway(bench, results["peak"]["gateway"]["rps"])
+        results["profile"] = await gateway_phases.profile_gateway(
+            bench, results["peak"]["gateway"]["rps"]
+        )
 
     bench.checkpoint(results)
     if args.requests > 0:
-        results["memory"].update(await memory(bench))
+        results["memory"].update(await gateway_phases.memory(bench))
 
     results["records"] = bench.stop_gateway("gateway")
     results["records"]["responses_ok"] = bench.gateway_ok
@@ -176,145 +220,57 @@ async def run(bench: Bench) -> dict[str, Any]:
 
     bench.checkpoint(results)
     if args.workers > 1:
-        results["workers"] = await multi_worker(bench)
+        results["workers"] = await gateway_phases.multi_worker(bench)
 
     results["meta"]["loadavg_at_end"] = os.getloadavg()
-    results["added"] = added(results)
+    results["added"] = figures.added(results)
+    if envoy_paths:
+        results["envoy_added"] = figures.envoy_added(results)
     results["targets"] = report.targets(results)
     return results
 
 
-async def memory(bench: Bench) -> dict[str, Any]:
-    """RSS before and after `--requests` requests (closed loop, 16 connections)."""
-    total = bench.args.requests
-    pid = bench.gateway_pid
-    before = procs.rss_kib(pid)
-    samples: list[tuple[int, float]] = [(0, mib(before))]
-    started = time.monotonic()
-
-    def progress(done: int) -> None:
-        samples.append((done, mib(procs.rss_kib(pid))))
-        rate = done / (time.monotonic() - started)
-        bench.log(f"  {done:,} / {total:,} requests ({rate:,.0f} req/s), RSS {samples[-1][1]} MiB")
-
-    bench.log(f"memory: {total:,} requests through the gateway (closed loop, 16 connections)")
-    every = max(1, min(100_000, total // 10))
-    load = await bench.closed("gateway", total, 16, progress=progress, progress_every=every)
-    await asyncio.sleep(2.0)  # let the routing-log writer drain its queue
-    after = procs.rss_kib(pid)
-    return {
-        "requests": total,
-        "rss_before_mib": mib(before),
-        "rss_after_mib": mib(after),
-        "growth_pct": round(100 * (after - before) / before, 2),
-        "samples": samples,
-        "load": {
-            k: load[k]
-            for k in ("ok", "failed", "achieved_rps", "p50_ms", "p99_ms", "server_cpu_us_per_req")
-        },
-    }
+async def interleaved(
+    paths: Sequence[str],
+    rounds: int,
+    measure: Callable[[str], Awaitable[dict[str, Any]]],
+    pause: float = 0.0,
+    say: Callable[[str], None] | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """`measure` every path once per round, path after path: a slow spell of the machine hits
+    every path alike, so figures of one round compare."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in paths}
+    for number in range(1, rounds + 1):
+        for name in paths:
+            if say is not None:
+                say(f"  round {number}/{rounds}: {name}")
+            runs[name].append(await measure(name))
+            await asyncio.sleep(pause)
+    return runs
 
 
-async def profile_gateway(bench: Bench, peak_rps: float) -> dict[str, Any]:
-    """py-spy on the gateway while an open loop offers `--profile-rate` req/s."""
-    args = bench.args
-    rate = args.profile_rate or max(100, round(0.8 * peak_rps * 0.01) * 100)
-    out = bench.tmp / "gateway.pyspy.raw"
-    bench.log(f"profile: py-spy {args.profile_duration:g}s at {rate} req/s")
-    await bench.settle()
-    threads_before = procs.thread_cpu(bench.gateway_pid)
-    argv = profile.py_spy_argv(bench.gateway_pid, out, args.profile_duration, 200)
-    spy = bench.ps.start("py-spy", argv, LOAD_CORE)
-    load = await bench.open_loop("gateway", rate, args.profile_duration + 1.0, settle=False)
-    threads = thread_shares(bench.gateway_pid, threads_before, args.profile_duration + 1.0)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        await asyncio.to_thread(spy.wait, args.profile_duration + 30)
-    bench.ps.stop("py-spy", timeout=5)
-    if not out.exists():
-        return {"error": f"py-spy wrote nothing: {bench.ps.log_tail('py-spy')}"}
-    keep = bench.args.out / "gateway.pyspy.raw"
-    keep.write_bytes(out.read_bytes())
-    summary = profile.summarise(out, REPO)
-    summary["raw_file"] = str(keep)
-    summary["thread_cpu_percent_of_core"] = threads
-    summary["load_under_profiler"] = {
-        k: load[k] for k in ("offered_rps", "p50_ms", "p99_ms", "failed", "server_cpu_us_per_req")
-    }
-    bench.log(profile.format_report(summary))
-    return summary
-
-
-async def multi_worker(bench: Bench) -> dict[str, Any]:
-    """Gateway with N workers on cores 0..N-1 (the load generator then shares a core)."""
-    n = bench.args.workers
-    cores = ",".join(str(c) for c in range(min(n, os.cpu_count() or n)))
-    name = f"gateway-{n}w"
-    bench.log(f"{n} workers on cores {cores}: peak and open loop")
-    bench.start_gateway(name, n, cores)
-    bench.payloads()
-    await bench.closed(name, 2_000, 16)
-    rows = []
-    for rate in bench.args.rate_list:
-        rows.append(await bench.open_loop(name, rate, bench.args.duration))
-    result = {
-        "workers": n,
-        "cores": cores,
-        "note": f"gateway on cores {cores}; load generator, wrk, upstream share core {LOAD_CORE}",
-        "peak": await bench.wrk(name),
-        "open_loop": rows,
-    }
-    result["records"] = bench.stop_gateway(name)
-    return result
-
-
-def thread_shares(pid: int, before: dict[int, float], seconds: float) -> dict[str, float]:
-    """CPU used by the main thread and by all other threads, % of one core over `seconds`."""
-    after = procs.thread_cpu(pid)
-    used = {tid: cpu - before.get(tid, 0.0) for tid, cpu in after.items()}
-    main = used.pop(pid, 0.0)
-    return {
-        "main_thread": round(100 * main / seconds, 1),
-        "other_threads": round(100 * sum(used.values()) / seconds, 1),
-        "threads": len(after),
-    }
-
-
-def added(results: dict[str, Any]) -> dict[str, Any]:
-    """What the gateway adds over the direct path, and its share of the naive peak."""
-    single, stream, peak_ = results["single_client"], results["streaming"], results["peak"]
-    out = {
-        "single_p50_ms": round(single["gateway"]["p50_ms"] - single["direct"]["p50_ms"], 4),
-        "single_p99_ms": round(single["gateway"]["p99_ms"] - single["direct"]["p99_ms"], 4),
-        "naive_single_p50_ms": round(single["naive"]["p50_ms"] - single["direct"]["p50_ms"], 4),
-        "stream_ttft_p50_ms": round(
-            stream["gateway"]["ttft_p50_ms"] - stream["direct"]["ttft_p50_ms"], 4
-        ),
-        "stream_chunk_p50_ms": round(
-            stream["gateway"]["chunk_transit_p50_ms"] - stream["direct"]["chunk_transit_p50_ms"], 4
-        ),
-        "stream_chunk_gap_ms": round(
-            stream["gateway"]["chunk_gap_mean_ms"] - stream["direct"]["chunk_gap_mean_ms"], 4
-        ),
-        # the median of each round's ratio: the two ran back to back, so they saw the same machine
-        "share_of_naive_peak_pct": share_of_naive(peak_["gateway"], peak_["naive"]),
-        # CPU per request is far less sensitive to other load on the machine than wall time:
-        "peak_cpu_us_per_req_over_naive": round(
-            peak_["gateway"]["server_cpu_us_per_req"] - peak_["naive"]["server_cpu_us_per_req"], 1
-        ),
-        "cpu_bound_peak_estimate_rps": round(1e6 / peak_["gateway"]["server_cpu_us_per_req"]),
-        "naive_cpu_bound_peak_estimate_rps": round(1e6 / peak_["naive"]["server_cpu_us_per_req"]),
-    }
-    return out
-
-
-def share_of_naive(gateway: dict[str, Any], naive: dict[str, Any]) -> float:
-    """The gateway's peak as % of the naive proxy's: the median over rounds run side by side."""
-    by_round = zip(
-        gateway.get("rps_by_round", [gateway["rps"]]),
-        naive.get("rps_by_round", [naive["rps"]]),
-        strict=True,
-    )
-    return round(statistics.median([100 * g / n for g, n in by_round]), 1)
+def start_envoys(bench: Bench) -> dict[str, envoy_plane.EnvoyPlane]:
+    """Plain Envoy and Envoy with the decision, each `--concurrency 1` on the gateway core."""
+    bench.log("starting plain Envoy and Envoy with the decision (core 0), ADS servers here")
+    bench.policy = envoy_plane.bench_policy(bench.tmp / "catalog.yaml")
+    planes = bench.planes
+    for name, decision in ((envoy_plane.PLAIN, False), (envoy_plane.DECISION, True)):
+        log = bench.tmp / "envoy-access.log" if decision and bench.args.envoy_access_log else None
+        plane = envoy_plane.start_plane(
+            bench.ps,
+            name,
+            bench.policy,
+            decision=decision,
+            core=GATEWAY_CORE,
+            directory=bench.tmp,
+            access_log=log,
+        )
+        planes[name] = plane
+        extra = {} if decision else envoy_plane.PLAIN_HEADERS
+        bench.add_path(name, plane.port, plane.pid, extra)
+        for stream in (False, True):
+            smoke(plane.port, stream, bench.headers(name), decided=decision)
+    return planes
 
 
 def meta(args: argparse.Namespace) -> dict[str, Any]:
@@ -369,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         for old in log_dir.glob("*.log"):
             old.unlink()
         ps = procs.ProcessSet(log_dir)
+        bench: Bench | None = None
         try:
             bench = Bench(args, ps, tmp)
             bench.partial = args.out / f"{stem}.partial.json"
@@ -377,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"bench-gateway: {exc}", file=sys.stderr)
             return 1
         finally:
+            if bench is not None:
+                bench.stop_envoys()
             ps.stop_all()
     json_path, png_path = args.out / f"{stem}.json", args.out / f"{stem}.png"
     json_path.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -133,6 +133,9 @@ class AdminContext:
     """The snapshot this replica serves."""
     request_refresh: Callable[[], None]
     """Asks this replica to reload its snapshot now."""
+    serves: Callable[[int], bool]
+    """True once new requests are decided by this policy version or newer (every data plane:
+    the Python snapshot and, with Envoy, every connected Envoy's accepted configuration)."""
     inflight: InFlight
     health: HealthTracker
     max_body_bytes: int
@@ -180,14 +183,14 @@ class _Handlers:
         return _response(_rendered(value, **extra), status, etag_of(value))
 
     async def await_version(self, version: int) -> None:
-        serving = self.context.snapshot
-        if serving().policy.version >= version:
+        serves = self.context.serves
+        if serves(version):
             return
         self.context.request_refresh()
         deadline = time.monotonic() + SERVE_WAIT_S
         while time.monotonic() < deadline:
             await asyncio.sleep(0.01)
-            if serving().policy.version >= version:
+            if serves(version):
                 return
 
     async def listing(self, pick: Callable[[Any], list[ConfigValue]]) -> dict[str, Any]:

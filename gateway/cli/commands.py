@@ -26,6 +26,7 @@ _USER_ERRORS = (
     "compliance.store.errors:StoreError",
     "compliance.store.errors:StoreUnavailable",
     "gateway.simulator_ports:SimulatedRegionsError",
+    "gateway.envoy.serve:EnvoyDataPlaneError",
 )
 
 
@@ -46,7 +47,7 @@ def _serve(args: argparse.Namespace, demo: bool) -> int:
     from gateway.settings import LOOPBACK_NETWORKS, Settings
 
     overrides: dict[str, str] = {}
-    for name in ("host", "port", "workers", "database_url"):
+    for name in ("host", "port", "workers", "database_url", "data_plane"):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = str(value)
@@ -173,6 +174,13 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         sub.add_argument("--host", help="listen address (GATEWAY_HOST; default 127.0.0.1)")
         sub.add_argument("--port", type=int, help="listen port (GATEWAY_PORT; default 8080)")
         sub.add_argument("--workers", type=int, help="worker processes (one per core)")
+        sub.add_argument(
+            "--data-plane",
+            dest="data_plane",
+            choices=("python", "envoy"),
+            help="who carries inference requests (GATEWAY_DATA_PLANE; default python): envoy "
+            "runs a supervised Envoy on the listen address, deciding inside it",
+        )
         sub.add_argument(
             "--database-url",
             dest="database_url",

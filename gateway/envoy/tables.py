@@ -146,7 +146,9 @@ def _country_groups(regimes: Iterable[Regime]) -> dict[frozenset[str], list[str]
     return groups
 
 
-def _valid_until(regimes: Iterable[Regime], on: date) -> date | None:
+def valid_until(regimes: Iterable[Regime], on: date) -> date | None:
+    """The first date after `on` on which a rule comes into or goes out of force (None: never):
+    tables built for `on` hold until then. Rules' dates are the policy's only dates."""
     bounds = {
         d
         for regime in regimes
@@ -196,7 +198,7 @@ def build_tables(policy: PolicySnapshot, on: date) -> DecisionTables:
     return DecisionTables(
         policy_version=policy.version,
         on=on,
-        valid_until=_valid_until(policy.regimes, on),
+        valid_until=valid_until(policy.regimes, on),
         regions=tuple(r.id for r in regions),
         coordinates=tuple((r.latitude, r.longitude) for r in regions),
         weights=tuple(r.weight for r in regions),

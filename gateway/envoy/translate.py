@@ -77,6 +77,8 @@ from envoy_data_plane.google.protobuf import Any, Struct
 from compliance.snapshot import PolicySnapshot
 from gateway.envoy import proto_speed
 from gateway.envoy.access_log import file_access_log
+from gateway.envoy.client_address import original_ip_detection
+from gateway.envoy.control_routes import control_cluster, control_route
 from gateway.envoy.decision_filters import decision_filters, decision_route_config
 from gateway.envoy.explain_tables import explanation_tables
 from gateway.envoy.failover import (
@@ -142,6 +144,13 @@ class EnvoyOptions:
     """Regions one request may be tried in (the decision's failover list)."""
     geoip_database: str = ""
     """The country .mmdb Envoy's geoip filter reads (with `decision_on`)."""
+    trusted_cidrs: tuple[str, ...] = ()
+    """Networks whose X-Forwarded-For is believed, right-most untrusted hop first, as the Python
+    path's GATEWAY_TRUSTED_PROXIES (used instead of `trusted_hops` when set)."""
+    control_port: int | None = None
+    """Loopback port of the Python app: every path but `inference_paths` is routed there."""
+    inference_paths: tuple[str, ...] = ()
+    """The paths the decision serves (with `control_port`); the rest is the Python app's."""
     access_log_path: str = ""
     """File Envoy writes one JSON line per request to (gateway.envoy.access_log); "": none."""
     limits: EdgeLimits = field(default_factory=EdgeLimits)
@@ -232,10 +241,15 @@ def translate(policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
         failover_route(order, REGION_HEADER, _route_action(by_id[order[0]], options))
         for order in sorted(orders)
     ]
-    routes = (_route_configuration(routed, failover, decision, options),)
+    control: list[Route] = []
+    if options.control_port is not None:
+        control.append(control_route(options.inference_paths))
+    routes = (_route_configuration(routed, failover, decision, options, control),)
     clusters = tuple(_cluster(region, options) for region in served) + tuple(
         aggregate_cluster(order, [cluster_name(r) for r in order]) for order in sorted(orders)
     )
+    if options.control_port is not None:
+        clusters += (control_cluster(options.control_port, options.connect_timeout),)
     if options.otlp_endpoint:
         clusters += (collector_cluster(options.otlp_endpoint, options.connect_timeout),)
     packed = pack(listeners, routes, clusters)
@@ -263,8 +277,10 @@ def _listener(options: EnvoyOptions) -> Listener:
         ),
         # The client address comes from the connection or the configured trusted hops,
         # never from a header the client chose.
-        use_remote_address=True,
-        xff_num_trusted_hops=options.trusted_hops,
+        # (Envoy refuses use_remote_address beside an original-IP detection extension.)
+        use_remote_address=not options.trusted_cidrs,
+        xff_num_trusted_hops=0 if options.trusted_cidrs else options.trusted_hops,
+        original_ip_detection_extensions=original_ip_detection(options.trusted_cidrs),
         # Until a region is chosen, silence is the client's (a stalled body); region routes
         # set the upstream read timeout in its place (their idle_timeout).
         stream_idle_timeout=_seconds(limits.body_idle_timeout),
@@ -303,9 +319,13 @@ def _listener(options: EnvoyOptions) -> Listener:
 
 
 def _route_configuration(
-    routed: list[Region], failover: list[Route], decision: dict[str, Any], options: EnvoyOptions
+    routed: list[Region],
+    failover: list[Route],
+    decision: dict[str, Any],
+    options: EnvoyOptions,
+    first: list[Route],
 ) -> RouteConfiguration:
-    routes = [
+    routes = first + [
         Route(
             name=region.id,
             match=RouteMatch(

@@ -1,7 +1,8 @@
 """The benchmark's parts and probes: the processes of one run and the measurements against them.
 
-Paths: `direct` (the fake upstream itself), `naive` (the naive passthrough) and `gateway`; each
-server runs pinned to its core, and every measurement also records the CPU its server used.
+Paths: `direct` (the fake upstream itself), `naive` (the naive passthrough), `gateway` and, with
+`--data-plane envoy`, the two Envoy paths (bench.envoy_plane); each server runs pinned to its
+core, and every measurement also records the CPU its server used.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ import os
 import sqlite3
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from bench import loadgen, peak, procs, streams
+from bench import envoy_plane, loadgen, peak, procs, streams
+
+from compliance.snapshot import PolicySnapshot
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -87,12 +91,37 @@ class Bench:
         self.payload: dict[str, bytes] = {}
         self.stream_payload: dict[str, bytes] = {}
         self.wrk_script = peak.write_script(tmp / "post.lua", HEADERS, BODY)
+        self.extra_headers: dict[str, dict[str, str]] = {}  # what a path's clients add
+        self.wrk_scripts: dict[str, Path] = {}
+        self.policy: PolicySnapshot | None = None  # what the Envoy paths were given
+        self.planes: dict[str, envoy_plane.EnvoyPlane] = {}
         self.log = functools.partial(print, flush=True)
         self.partial: Path | None = None  # where results so far are saved after each phase
 
     def checkpoint(self, results: dict[str, Any]) -> None:
         if self.partial is not None:
             self.partial.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+    def headers(self, name: str) -> dict[str, str]:
+        """The request headers the clients of path `name` send."""
+        return HEADERS | self.extra_headers.get(name, {})
+
+    def add_path(self, name: str, port: int, pid: int, extra: dict[str, str] | None = None) -> None:
+        """A server started elsewhere (an Envoy) that clients reach at `port`, with `extra`
+        request headers."""
+        self.ports[name], self.pids[name] = port, pid
+        if extra:
+            self.extra_headers[name] = extra
+            self.wrk_scripts[name] = peak.write_script(
+                self.tmp / f"post-{name}.lua", self.headers(name), BODY
+            )
+
+    def stop_envoys(self) -> None:
+        """Stop the Envoy processes and their ADS servers."""
+        for name, plane in self.planes.items():
+            self.ps.stop(name, timeout=15)
+            plane.stop()
+        self.planes.clear()
 
     # -- processes -------------------------------------------------------------------------
     def start_upstream(self) -> None:
@@ -166,9 +195,10 @@ class Bench:
 
     def payloads(self) -> None:
         for name, port in self.ports.items():
-            self.payload[name] = loadgen.build_request(INFERENCE_PATH, port, HEADERS, BODY)
+            headers = self.headers(name)
+            self.payload[name] = loadgen.build_request(INFERENCE_PATH, port, headers, BODY)
             self.stream_payload[name] = loadgen.build_request(
-                INFERENCE_PATH, port, HEADERS, STREAM_BODY
+                INFERENCE_PATH, port, headers, STREAM_BODY
             )
 
     def _cpu(
@@ -216,17 +246,19 @@ class Bench:
         await self.settle()
         url = f"http://127.0.0.1:{self.ports[name]}{INFERENCE_PATH}"
         cpu = procs.cpu_split(self.pids[name])
+        script = self.wrk_scripts.get(name, self.wrk_script)
         result = peak.run_wrk(
-            url, self.wrk_script, cores, self.args.peak_duration, self.args.peak_connections
+            url, script, cores, self.args.peak_duration, self.args.peak_connections
         )
         result.update(self._cpu(name, cpu, result["requests"], result["seconds"]))
         self._count(name, result["requests"] - result["non_2xx"])
         return result
 
-    async def streams(self, name: str) -> dict[str, Any]:
+    async def streams(self, name: str, count: int | None = None) -> dict[str, Any]:
+        """`count` (default `--streams`) SSE streams one after another."""
         await self.settle()
         client = streams.StreamClient(self.ports[name], self.stream_payload[name], self.args.chunks)
-        summary = (await client.run(self.args.streams)).summary()
+        summary = (await client.run(count or self.args.streams)).summary()
         self._count(name, summary["streams"])
         return summary
 
@@ -246,21 +278,29 @@ def count_records(data_dir: Path) -> dict[str, Any]:
     return out
 
 
-def smoke(port: int, stream: bool = False) -> dict[str, str]:
-    """One request through the gateway: it must be routed (200, x-residency-region)."""
+def smoke(
+    port: int, stream: bool = False, headers: dict[str, str] = HEADERS, decided: bool = True
+) -> dict[str, str]:
+    """One request through a proxy: it must be answered (200) and, if `decided`, routed by a
+    residency decision (x-residency-region)."""
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     request = urllib.request.Request(
         f"http://127.0.0.1:{port}{INFERENCE_PATH}",
         data=STREAM_BODY if stream else BODY,
-        headers=HEADERS,
+        headers=headers,
         method="POST",
     )
-    with opener.open(request, timeout=10) as response:
-        body = response.read()
-        headers = {k.lower(): v for k, v in response.headers.items()}
-    if response.status != 200 or "x-residency-region" not in headers or not body:
-        raise RuntimeError(f"gateway smoke request failed: {response.status} {body[:200]!r}")
-    return headers
+    try:
+        with opener.open(request, timeout=10) as response:
+            body = response.read()
+            answered = {k.lower(): v for k, v in response.headers.items()}
+    except urllib.error.HTTPError as exc:
+        raise RuntimeError(
+            f"smoke request to port {port} failed: {exc.code} {exc.read()[:300]!r}"
+        ) from None
+    if response.status != 200 or (decided and "x-residency-region" not in answered) or not body:
+        raise RuntimeError(f"smoke request to port {port} failed: {response.status} {body[:200]!r}")
+    return answered
 
 
 def fdatasync_ms(directory: Path, count: int = 100) -> dict[str, float]:

@@ -6,7 +6,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from bench.envoy_plane import DECISION, PLAIN
+
 PATHS = ("direct", "naive", "gateway")
+"""The paths of a run without the Envoy data plane (`--data-plane python`)."""
+
+
+def paths_of(results: dict[str, Any]) -> tuple[str, ...]:
+    """The paths this run measured, in the order they ran."""
+    return tuple(_get(results, "meta", "paths") or PATHS)
 
 
 def _get(results: dict[str, Any], *keys: Any) -> Any:
@@ -30,7 +38,7 @@ def _rate_row(results: dict[str, Any], path: str, rate: int) -> dict[str, Any] |
 
 def _failed_total(results: dict[str, Any]) -> int:
     total = 0
-    for path in PATHS:
+    for path in paths_of(results):
         total += _get(results, "single_client", path, "failed") or 0
         total += sum(r["failed"] for r in _get(results, "open_loop", path) or [])
         total += _get(results, "peak", path, "failed") or 0
@@ -59,8 +67,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             False,
         ),
         ("RSS growth", "%", _get(results, "memory", "growth_pct"), 5.0, False),
-        ("requests lost or failed", "", _failed_total(results), 0, False),
     ]
+    if "envoy_added" in results:
+        checks += _envoy_checks(results)
+    checks.append(("requests lost or failed", "", _failed_total(results), 0, False))
     rows = []
     for name, unit, value, limit, higher in checks:
         ok = None
@@ -78,6 +88,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def _envoy_checks(results: dict[str, Any]) -> list[tuple[str, str, Any, float, bool]]:
+    """Issue 15's targets for the in-Envoy decision (ratios of paths run side by side)."""
+    added = results["envoy_added"]
+    decision = added[DECISION]
+    return [
+        ("envoy: decision / plain peak", "%", added["decision_share_of_plain_peak_pct"], 60, True),
+        ("envoy: decision peak", "req/s", _get(results, "peak", DECISION, "rps"), 1e4, True),
+        ("envoy: decision / Python peak", "x", added["decision_over_python_peak_x"], 3, True),
+        ("envoy: added p50, one client", "ms", decision["single_p50_ms"], 0.3, False),
+        ("envoy: added TTFT", "ms", decision["stream_ttft_p50_ms"], 0.5, False),
+        ("envoy: push-to-use max", "ms", _get(results, "push_to_use", "use_max_ms"), 1000, False),
+    ]
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -88,45 +112,46 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 def table(results: dict[str, Any]) -> str:
     """The figures as an aligned plain-text table, then the target verdicts."""
-    rows: list[list[str]] = [["", *PATHS]]
+    paths = paths_of(results)
+    rows: list[list[str]] = [["", *paths]]
     rows.append(
         ["one client p50 / p99 ms"]
         + [
             f"{_fmt(_get(results, 'single_client', p, 'p50_ms'))} / "
             f"{_fmt(_get(results, 'single_client', p, 'p99_ms'))}"
-            for p in PATHS
+            for p in paths
         ]
     )
-    rates = sorted({r["offered_rps"] for p in PATHS for r in _get(results, "open_loop", p) or []})
+    rates = sorted({r["offered_rps"] for p in paths for r in _get(results, "open_loop", p) or []})
     for rate in rates:
         cells = []
-        for p in PATHS:
+        for p in paths:
             row = _rate_row(results, p, rate)
             cells.append(f"{_fmt(row['p50_ms'])} / {_fmt(row['p99_ms'])}" if row else "-")
         rows.append([f"{rate} req/s p50 / p99 ms", *cells])
-    rows.append(["peak req/s (wrk)"] + [_fmt(_get(results, "peak", p, "rps"), 0) for p in PATHS])
+    rows.append(["peak req/s (wrk)"] + [_fmt(_get(results, "peak", p, "rps"), 0) for p in paths])
     rows.append(
         ["server CPU us/req: 1 client / peak"]
         + [
             f"{_fmt(_get(results, 'single_client', p, 'server_cpu_us_per_req'), 0)} / "
             f"{_fmt(_get(results, 'peak', p, 'server_cpu_us_per_req'), 0)}"
-            for p in PATHS
+            for p in paths
         ]
     )
     rows.append(
         ["server CPU use at peak %"]
-        + [_fmt(_get(results, "peak", p, "server_cpu_util_pct"), 0) for p in PATHS]
+        + [_fmt(_get(results, "peak", p, "server_cpu_util_pct"), 0) for p in paths]
     )
     rows.append(
-        ["stream TTFT p50 ms"] + [_fmt(_get(results, "streaming", p, "ttft_p50_ms")) for p in PATHS]
+        ["stream TTFT p50 ms"] + [_fmt(_get(results, "streaming", p, "ttft_p50_ms")) for p in paths]
     )
     rows.append(
         ["stream chunk transit p50 ms"]
-        + [_fmt(_get(results, "streaming", p, "chunk_transit_p50_ms")) for p in PATHS]
+        + [_fmt(_get(results, "streaming", p, "chunk_transit_p50_ms")) for p in paths]
     )
     rows.append(
         ["errors / unfinished (all runs)"]
-        + [f"{_errors_of(results, p)} / {_unfinished_of(results, p)}" for p in PATHS]
+        + [f"{_errors_of(results, p)} / {_unfinished_of(results, p)}" for p in paths]
     )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
@@ -229,6 +254,7 @@ def _extras(results: dict[str, Any]) -> list[str]:
                 _fmt(added.get("naive_cpu_bound_peak_estimate_rps"), 0),
             )
         )
+    out += envoy_lines(results)
     memory = results.get("memory")
     if memory and "rss_after_mib" in memory:
         out.append(
@@ -252,6 +278,56 @@ def _extras(results: dict[str, Any]) -> list[str]:
     return out
 
 
+def envoy_lines(results: dict[str, Any]) -> list[str]:
+    """The Envoy rows' ratios, push-to-use and counters, as lines under the table."""
+    added = results.get("envoy_added")
+    if not added:
+        return []
+    out = []
+    for path in (PLAIN, DECISION):
+        mine = added[path]
+        out.append(
+            f"added by {path}: one client p50 {_fmt(mine['single_p50_ms'])} / p99 "
+            f"{_fmt(mine['single_p99_ms'])} ms; stream TTFT {_fmt(mine['stream_ttft_p50_ms'])} "
+            f"ms, per chunk {_fmt(mine['stream_chunk_p50_ms'])} ms"
+        )
+
+    def fig(key: str, digits: int) -> str:
+        return _fmt(added[key], digits)
+
+    out.append(
+        f"envoy-decision peak (median of per-round ratios): "
+        f"{fig('decision_share_of_plain_peak_pct', 1)}% of plain envoy, "
+        f"{fig('decision_over_python_peak_x', 2)}x the Python gateway, "
+        f"{fig('decision_over_naive_peak_x', 2)}x naive; "
+        f"decision CPU {fig('decision_cpu_us_per_req_over_plain', 1)} us/req over plain"
+    )
+    out.append(
+        "by Envoy CPU per request at peak (less disturbed by other load): decision "
+        f"{fig('decision_cpu_share_of_plain_pct', 1)}% of plain; a core fully used would give "
+        f"~{fig('decision_cpu_bound_peak_estimate_rps', 0)} req/s with the decision, "
+        f"~{fig('plain_cpu_bound_peak_estimate_rps', 0)} plain"
+    )
+    rounds = [
+        f"{path} {_get(results, 'peak', path, 'rps_by_round')}"
+        for path in (PLAIN, DECISION, "gateway")
+    ]
+    out.append("peak req/s by round: " + "; ".join(rounds))
+    push = results.get("push_to_use")
+    if push:
+        out.append(
+            f"xDS push-to-use ({push['rounds']} drain/restore pushes of {push['region']}): "
+            f"ACK p50 {_fmt(push['ack_p50_ms'], 2)} / max {_fmt(push['ack_max_ms'], 2)} ms, "
+            f"first request decided by the new policy p50 {_fmt(push['use_p50_ms'], 2)} / max "
+            f"{_fmt(push['use_max_ms'], 2)} ms (translate {_fmt(push['translate_p50_ms'], 1)} ms "
+            f"before the clock starts); drained-region answers after ACK "
+            f"{push['drained_answers_after_ack']}, rounds timed out {push['rounds_timed_out']}; "
+            f"non-200 answers during the pushes {push['non_200_answers']} of "
+            f"{push['requests']:,} ({push['no_cluster_503s']} Envoy no_cluster 503s)"
+        )
+    return out
+
+
 def _load(values: Any) -> str:
     return " ".join(f"{v:.2f}" for v in values) if values else "-"
 
@@ -264,7 +340,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True)
-    series = [(p, _get(results, "open_loop", p) or []) for p in PATHS]
+    paths = paths_of(results)
+    series = [(p, _get(results, "open_loop", p) or []) for p in paths]
     if results.get("workers"):
         series.append(
             (f"gateway x{results['workers']['workers']}", results["workers"]["open_loop"])
@@ -280,7 +357,7 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("latency, ms (from scheduled send time)")
     axes[0].legend()
-    peaks = ", ".join(f"{p} {_fmt(_get(results, 'peak', p, 'rps'), 0)}" for p in PATHS)
+    peaks = ", ".join(f"{p} {_fmt(_get(results, 'peak', p, 'rps'), 0)}" for p in paths)
     fig.suptitle(f"Residency Gateway overhead benchmark - peak req/s: {peaks}", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from compliance.model import Tenant
@@ -21,6 +22,7 @@ from tests.integration.conftest import (
     sim_requests,
 )
 from tests.integration.envoy_decision_support import (
+    CLIENT,
     DecidingEnvoy,
     catalog_policy,
     deciding_envoy,
@@ -68,6 +70,22 @@ def test_a_german_client_goes_to_a_gdpr_region_whatever_region_it_asks_for(
     assert {rid: after[rid] - before[rid] for rid in REGIONS if after[rid] != before[rid]} == {
         region: 1
     }
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/x-www-form-urlencoded", "text/plain", "application/json"]
+)
+def test_the_body_is_json_whatever_content_type_the_client_names(
+    plane: DecidingEnvoy, content_type: str
+) -> None:
+    """As on the Python path: `curl -d` (form-urlencoded) is read as the JSON it is."""
+    response = CLIENT.post(
+        f"http://127.0.0.1:{plane.options.listener_port}/v1/chat/completions",
+        content=orjson.dumps(CHAT),
+        headers={**DEMO, "X-Forwarded-For": IP_DE, "Content-Type": content_type},
+    )
+    assert response.status_code == 200, response.text
+    assert response.headers["x-residency-region"] in GDPR_ALLOWED
 
 
 @pytest.mark.parametrize(

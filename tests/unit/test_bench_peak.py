@@ -9,8 +9,8 @@ from typing import Any
 SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 sys.path.insert(0, str(SCRIPTS))
 
+from bench.figures import share_of_naive  # noqa: E402
 from bench.peak import median_of_rounds  # noqa: E402
-from bench_gateway import share_of_naive  # noqa: E402
 
 
 def _run(rps: float, cpu: float, failed: int = 0) -> dict[str, Any]:
