@@ -278,6 +278,11 @@ class Settings(BaseSettings):
         "never fsyncs them): a kill -9 of Envoy loses at most this long's records; Envoy's own "
         "default is 10000",
     )
+    envoy_otlp_endpoint: str = Field(
+        "",
+        description="OTLP/gRPC collector (http://host:port) the Envoy data plane exports its "
+        "spans to, as service `<OTEL_SERVICE_NAME>-envoy`; empty: Envoy does not trace",
+    )
     admin_url: str = Field(
         "http://127.0.0.1:8080", description="gateway base URL the `gateway regions` CLI talks to"
     )

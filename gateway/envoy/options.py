@@ -19,7 +19,8 @@ def options_from_settings(
     trusted_hops: int = 0,
 ) -> EnvoyOptions:
     """Envoy options deciding by the law in force on `on`, with the Python path's timeouts,
-    limits, attempts and health checks, and the settings' GeoIP database (else the bundled one).
+    limits, attempts and health checks, the settings' GeoIP database (else the bundled one) and
+    OTLP collector for Envoy's spans.
     """
     return EnvoyOptions(
         listener_address=listener_address,
@@ -34,4 +35,6 @@ def options_from_settings(
         max_attempts=settings.max_attempts,
         geoip_database=str(settings.geoip_database or bundled_database_path()),
         limits=EdgeLimits.from_settings(settings),
+        otlp_endpoint=settings.envoy_otlp_endpoint,
+        otlp_service_name=f"{settings.otel_service_name}-envoy",
     )

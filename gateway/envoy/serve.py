@@ -34,7 +34,7 @@ from gateway.envoy.options import options_from_settings
 from gateway.envoy.shipper_setup import start_records_shipper
 from gateway.envoy.supervisor import EnvoyNotInstalled, EnvoySupervisor, envoy_binary
 from gateway.envoy.translate import EnvoyOptions
-from gateway.envoy.xds_server import XdsServer
+from gateway.envoy.xds_server import TRACER_NAME, XdsServer
 from gateway.http.asgi import ASGIApp, Receive, Scope, Send, openai_error, send_json
 from gateway.settings import LOOPBACK_NETWORKS, Settings
 
@@ -234,7 +234,9 @@ def serve_envoy(settings: Settings) -> None:
 
     control = control_socket(settings.control_port)
     control_port = control.getsockname()[1]
-    xds = XdsServer(LOOPBACK, 0)
+    runtime = GatewayRuntime(control_settings(settings), freeze_heap=True)
+    # The control plane's spans (one per snapshot push) go where the gateway's go.
+    xds = XdsServer(LOOPBACK, 0, tracer=runtime.tracer_provider.get_tracer(TRACER_NAME))
     try:
         xds.start()
         options = replace(
@@ -245,7 +247,6 @@ def serve_envoy(settings: Settings) -> None:
         plane = EnvoyControlPlane(xds, options)
         flush = flush_args(settings.envoy_access_log_flush_ms)
         envoy = EnvoyChild(settings.data_dir / "envoy", xds.port, settings.workers, flush)
-        runtime = GatewayRuntime(control_settings(settings), freeze_heap=True)
         runtime.add_policy_listener(plane.on_policy)
         runtime.add_serving_check(plane.serves)
         control_address = {"control": f"{LOOPBACK}:{control_port}"}

@@ -95,6 +95,11 @@ from gateway.envoy.limits import (
 )
 from gateway.envoy.local_replies import local_reply_config
 from gateway.envoy.tables import build_tables
+from gateway.envoy.tracing import (
+    collector_cluster,
+    listener_tracing,
+    traceparent_response_filter,
+)
 from regions.catalog import Region, RegionStatus
 
 proto_speed.install()
@@ -150,6 +155,10 @@ class EnvoyOptions:
     """File Envoy writes one JSON line per request to (gateway.envoy.access_log); "": none."""
     limits: EdgeLimits = field(default_factory=EdgeLimits)
     """What one client may cost the listener (the Python data path's limits)."""
+    otlp_endpoint: str = ""
+    """OTLP/gRPC collector (`http://host:port`) Envoy exports its spans to (tracing.py); "": off."""
+    otlp_service_name: str = "residency-gateway-envoy"
+    """Service name on Envoy's spans."""
 
 
 Packed = Mapping[str, tuple[tuple[str, Any], ...]]
@@ -241,6 +250,8 @@ def translate(policy: PolicySnapshot, options: EnvoyOptions) -> EnvoyResources:
     )
     if options.control_port is not None:
         clusters += (control_cluster(options.control_port, options.connect_timeout),)
+    if options.otlp_endpoint:
+        clusters += (collector_cluster(options.otlp_endpoint, options.connect_timeout),)
     packed = pack(listeners, routes, clusters)
     digest = hashlib.sha256()
     for type_url in (LISTENER_TYPE, ROUTE_TYPE, CLUSTER_TYPE):
@@ -281,7 +292,9 @@ def _listener(options: EnvoyOptions) -> Listener:
         ),
         local_reply_config=local_reply_config(limits),
         access_log=[file_access_log(options.access_log_path)] if options.access_log_path else [],
+        tracing=listener_tracing(options.otlp_service_name) if options.otlp_endpoint else None,
         http_filters=[
+            *([traceparent_response_filter()] if options.otlp_endpoint else []),
             body_limit_filter(limits),
             *(decision_filters(options.geoip_database) if options.decision_on else []),
             HttpFilter(name="envoy.filters.http.router", typed_config=Any.pack(Router())),

@@ -21,14 +21,17 @@ from types import MappingProxyType
 
 import grpc
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
+from opentelemetry import trace
+from opentelemetry.trace import Tracer
 
-from gateway.envoy.xds_stream import AdsStream, Resources, Snapshot, TypeStatus
+from gateway.envoy.xds_stream import AdsStream, Resources, Snapshot, TypeStatus, short_type
 
 __all__ = ["METHOD", "SERVICE", "Resources", "Snapshot", "TypeStatus", "XdsServer"]
 logger = logging.getLogger(__name__)
 
 SERVICE = "envoy.service.discovery.v3.AggregatedDiscoveryService"
 METHOD = "StreamAggregatedResources"
+TRACER_NAME = "residency_gateway.xds"
 
 
 class _Closed:
@@ -44,10 +47,20 @@ class _Stream(AdsStream):
 
 
 class XdsServer:
-    """An ADS server on `host:port` (port 0: any free port) serving `set_snapshot`'s snapshots."""
+    """An ADS server on `host:port` (port 0: any free port) serving `set_snapshot`'s snapshots.
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, max_streams: int = 64) -> None:
+    `tracer` records a span per snapshot push (default: the global provider's, a no-op unless
+    one is set)."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        max_streams: int = 64,
+        tracer: Tracer | None = None,
+    ) -> None:
         self._host, self._port = host, port
+        self._tracer = tracer or trace.get_tracer(TRACER_NAME)
         self._lock = threading.Lock()
         self._snapshot: Snapshot | None = None
         self._streams: set[_Stream] = set()
@@ -86,11 +99,22 @@ class XdsServer:
     def set_snapshot(self, version: str, resources: Resources) -> None:
         """Serve this snapshot from now on and push it to every connected Envoy at once."""
         snapshot = Snapshot(version, MappingProxyType({k: tuple(v) for k, v in resources.items()}))
-        with self._lock:
-            self._snapshot = snapshot
-            streams = list(self._streams)
-        for stream in streams:
-            stream.inbox.put(snapshot)
+        with self._tracer.start_as_current_span("xds.push") as span:
+            with self._lock:
+                self._snapshot = snapshot
+                streams = list(self._streams)
+            for stream in streams:
+                stream.inbox.put(snapshot)
+            span.set_attributes(
+                {
+                    "xds.version": version,
+                    "xds.envoys": sorted(stream.node_id for stream in streams),
+                    **{
+                        f"xds.resources.{short_type(t)}": len(r)
+                        for t, r in snapshot.resources.items()
+                    },
+                }
+            )
 
     @property
     def version(self) -> str | None:

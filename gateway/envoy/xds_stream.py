@@ -149,7 +149,7 @@ class AdsStream:
             logger.warning(
                 "Envoy %s rejected %s version %s (keeps %s): %s",
                 self.node_id,
-                _short(request.type_url),
+                short_type(request.type_url),
                 state.sent_version,
                 state.status.accepted,
                 error.message,
@@ -178,5 +178,6 @@ def _update_order(item: tuple[str, _TypeState]) -> int:
     return _AFTER_CLUSTERS.index(type_url) if type_url in _AFTER_CLUSTERS else len(_AFTER_CLUSTERS)
 
 
-def _short(type_url: str) -> str:
+def short_type(type_url: str) -> str:
+    """`...v3.Cluster` -> `Cluster`: a resource type as logs and spans name it."""
     return type_url.rsplit(".", 1)[-1]

@@ -14,6 +14,9 @@ from envoy_data_plane.envoy.config.core.v3 import Node
 from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryRequest, DiscoveryResponse
 from envoy_data_plane.google.protobuf import Any
 from envoy_data_plane.google.rpc import Status
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from compliance.snapshot import PolicySnapshot
 from gateway.envoy.translate import (
@@ -237,3 +240,29 @@ def test_routes_naming_added_clusters_wait_for_the_cds_ack(server: XdsServer) ->
     routes = envoy.receive()
     assert (routes.type_url, routes.version_info) == (ROUTE_TYPE, "2")
     envoy.close()
+
+
+def test_each_snapshot_push_is_a_span_naming_the_version_and_the_envoys() -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    traced = XdsServer(tracer=provider.get_tracer("test"))
+    traced.start()
+    try:
+        first, resources = _resources(1)
+        traced.set_snapshot(first, resources)
+        envoy = FakeEnvoy(traced, "edge-1")
+        envoy.send(CLUSTER_TYPE)
+        envoy.receive()
+        _wait(lambda: traced.connected() == {"edge-1"}, traced)
+        second, resources = _resources(2)
+        traced.set_snapshot(second, resources)
+        envoy.close()
+    finally:
+        traced.stop()
+    pushes = [dict(s.attributes or {}) for s in exporter.get_finished_spans()]
+    assert [(p["xds.version"], p["xds.envoys"]) for p in pushes] == [
+        (first, ()),
+        (second, ("edge-1",)),
+    ]
+    assert pushes[1]["xds.resources.Cluster"] == 2
